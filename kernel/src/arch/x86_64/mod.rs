@@ -1,0 +1,29 @@
+//! x86_64: registers, descriptor tables, interrupts, the local APIC, paging
+//! and the QEMU exit device. Nothing outside `arch` names an instruction,
+//! an MSR or a port.
+pub mod apic;
+mod cpu;
+mod gdt;
+mod idt;
+pub mod interrupts;
+pub mod paging;
+mod percpu;
+mod qemu;
+pub mod serial;
+pub mod tsc;
+
+pub use cpu::{halt_forever, pause, read_timestamp};
+pub use percpu::{
+    BLOCK_INDEX_OFFSET, BLOCK_SELF_OFFSET, CpuArchState, current_cpu_base, current_cpu_index,
+    install_cpu_base,
+};
+pub use qemu::qemu_exit;
+
+/// Loads this CPU's descriptor tables (GDT, TSS with IST stacks, IDT).
+///
+/// `state` must be the per-CPU block of the CPU that runs this, whose index
+/// is `cpu_index`.
+pub fn init_cpu_tables(state: &'static CpuArchState, cpu_index: usize) {
+    gdt::load(state, cpu_index);
+    idt::load();
+}

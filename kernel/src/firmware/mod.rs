@@ -1,0 +1,2 @@
+//! Firmware tables: ACPI.
+pub mod acpi;

@@ -1,0 +1,31 @@
+//! Writing JSON values by hand for the one-line serial records
+//! (`BOOT {json}` and friends): just string escaping.
+use core::fmt::{self, Write};
+
+/// Displays any `Display` value as a JSON string, quoted and escaped.
+pub struct JsonStr<T>(pub T);
+
+impl<T: fmt::Display> fmt::Display for JsonStr<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_char('"')?;
+        write!(Escaper(f), "{}", self.0)?;
+        f.write_char('"')
+    }
+}
+
+struct Escaper<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl Write for Escaper<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            match c {
+                '"' => self.0.write_str("\\\"")?,
+                '\\' => self.0.write_str("\\\\")?,
+                '\n' => self.0.write_str("\\n")?,
+                c if (c as u32) < 0x20 => write!(self.0, "\\u{:04x}", c as u32)?,
+                c => self.0.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,214 @@
+//! The per-CPU blocks: one cache-line-aligned block per CPU in one static
+//! array, found through the GS base. This is the kernel's one mechanism for
+//! per-CPU state: shared fields are atomics; state only the owning CPU may
+//! touch sits in a [`CpuLocalCell`], reachable only through a [`ThisCpu`]
+//! handle, which exists only while local interrupts are masked.
+use core::{
+    cell::{Cell, UnsafeCell},
+    marker::PhantomData,
+    mem::offset_of,
+    sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
+};
+
+use crate::arch::{self, CpuArchState, interrupts::IrqGuard};
+
+/// The most CPUs the kernel runs on (QEMU's `-smp` up to 64).
+pub const MAX_CPUS: usize = 64;
+
+/// One CPU's block. `#[repr(C)]` because the arch code reads the first two
+/// words through GS.
+#[repr(C, align(64))]
+pub struct Cpu {
+    /// This block's own address (read through `gs:[0]`).
+    self_address: AtomicUsize,
+    /// The CPU's index, 0 for the bootstrap CPU (read through `gs:[8]`).
+    index: usize,
+    lapic_id: AtomicU32,
+    online: AtomicBool,
+    arch: CpuArchState,
+}
+
+const _: () = assert!(offset_of!(Cpu, self_address) == arch::BLOCK_SELF_OFFSET);
+const _: () = assert!(offset_of!(Cpu, index) == arch::BLOCK_INDEX_OFFSET);
+
+static CPUS: [Cpu; MAX_CPUS] = {
+    let mut cpus = [const { Cpu::new() }; MAX_CPUS];
+    let mut i = 0;
+    while i < MAX_CPUS {
+        cpus[i].index = i;
+        i += 1;
+    }
+    cpus
+};
+
+/// Set once the bootstrap CPU's block is installed; before that, nothing may
+/// read GS.
+static BLOCKS_INSTALLED: AtomicBool = AtomicBool::new(false);
+static ONLINE_CPUS: AtomicUsize = AtomicUsize::new(0);
+
+impl Cpu {
+    const fn new() -> Self {
+        Self {
+            self_address: AtomicUsize::new(0),
+            index: 0,
+            lapic_id: AtomicU32::new(0),
+            online: AtomicBool::new(false),
+            arch: CpuArchState::new(),
+        }
+    }
+
+    /// The CPU's index (0 is the bootstrap CPU).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The CPU's local APIC id.
+    pub fn lapic_id(&self) -> u32 {
+        self.lapic_id.load(Ordering::Acquire)
+    }
+
+    /// Whether the CPU has finished its bring-up.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+}
+
+/// The block of CPU `index`, for the fields any CPU may read.
+pub fn cpu(index: usize) -> &'static Cpu {
+    &CPUS[index]
+}
+
+/// Number of CPUs online.
+pub fn online_cpus() -> usize {
+    ONLINE_CPUS.load(Ordering::Acquire)
+}
+
+/// The running CPU's index; one load through GS.
+#[inline(always)]
+pub fn current_cpu_index() -> usize {
+    arch::current_cpu_index()
+}
+
+/// The running CPU's index, or `None` this early in boot (the panic handler
+/// uses it).
+pub fn try_current_cpu_index() -> Option<usize> {
+    BLOCKS_INSTALLED.load(Ordering::Acquire).then(current_cpu_index)
+}
+
+/// Installs block `index` on the running CPU and loads its descriptor tables.
+///
+/// # Safety
+/// Each index is installed once, on one CPU, and never on another.
+pub(super) unsafe fn install(index: usize) -> &'static Cpu {
+    let cpu = &CPUS[index];
+    cpu.self_address.store(cpu as *const Cpu as usize, Ordering::Relaxed);
+    arch::init_cpu_tables(&cpu.arch, index);
+    // SAFETY: `cpu` is CPU `index`'s block, a static with its own address
+    // and index written above; the caller guarantees no other CPU uses it.
+    unsafe { arch::install_cpu_base(cpu as *const Cpu as usize) };
+    cpu
+}
+
+/// Makes the running CPU CPU 0: installs its block and tables.
+pub fn init_bootstrap_cpu() {
+    // SAFETY: called once, by boot::start on the bootstrap CPU, before any
+    // application processor runs.
+    unsafe { install(0) };
+    BLOCKS_INSTALLED.store(true, Ordering::Release);
+}
+
+/// Records that the running CPU is fully up.
+pub(super) fn mark_online(this: &ThisCpu<'_>, lapic_id: u32) {
+    this.cpu.lapic_id.store(lapic_id, Ordering::Release);
+    this.cpu.online.store(true, Ordering::Release);
+    ONLINE_CPUS.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The running CPU's block, with access to its CPU-local state. It borrows
+/// an [`IrqGuard`]: while it lives, this code cannot be interrupted on this
+/// CPU (except by an NMI, whose handler touches no CPU-local state).
+pub struct ThisCpu<'guard> {
+    cpu: &'static Cpu,
+    _irqs_masked: PhantomData<&'guard IrqGuard>,
+}
+
+impl<'guard> ThisCpu<'guard> {
+    /// The running CPU, for as long as `guard` keeps interrupts masked.
+    pub fn new(_guard: &'guard IrqGuard) -> Self {
+        let base = arch::current_cpu_base();
+        let index = (base - CPUS.as_ptr() as usize) / size_of::<Cpu>();
+        Self { cpu: &CPUS[index], _irqs_masked: PhantomData }
+    }
+
+    /// The CPU's index.
+    pub fn index(&self) -> usize {
+        self.cpu.index
+    }
+
+    /// The architecture's part of the block.
+    pub fn arch(&self) -> &'static CpuArchState {
+        &self.cpu.arch
+    }
+}
+
+/// Runs `f` with the running CPU's block, interrupts masked meanwhile.
+pub fn with_this_cpu<R>(f: impl FnOnce(&ThisCpu<'_>) -> R) -> R {
+    let guard = IrqGuard::new();
+    f(&ThisCpu::new(&guard))
+}
+
+/// State that only its own CPU touches, with interrupts masked. A value of
+/// this type is a field of a [`Cpu`] block (directly or in its arch part).
+pub struct CpuLocalCell<T> {
+    value: UnsafeCell<T>,
+    borrowed: Cell<bool>,
+}
+
+// SAFETY: the value is reached only through `with`, which checks that the
+// cell lies in the block of the CPU that runs it and requires a `ThisCpu`,
+// which exists only while that CPU's interrupts are masked; so at most one
+// context on one CPU touches it at a time (the `borrowed` flag catches
+// re-entry from the same context).
+unsafe impl<T> Sync for CpuLocalCell<T> {}
+
+impl<T> CpuLocalCell<T> {
+    pub const fn new(value: T) -> Self {
+        Self { value: UnsafeCell::new(value), borrowed: Cell::new(false) }
+    }
+
+    /// Runs `f` on the value. Panics if the cell is not in `this` CPU's block
+    /// or is already borrowed.
+    pub fn with<R>(&self, this: &ThisCpu<'_>, f: impl FnOnce(&mut T) -> R) -> R {
+        assert!(self.belongs_to(this), "CPU-local state of another CPU used on CPU {}", this.index());
+        assert!(!self.borrowed.get(), "CPU-local state re-entered on CPU {}", this.index());
+        self.borrow(f)
+    }
+
+    /// Like [`Self::with`], but `None` instead of a panic: for the panic
+    /// path, which must not panic again.
+    pub fn try_with<R>(&self, this: &ThisCpu<'_>, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        (self.belongs_to(this) && !self.borrowed.get()).then(|| self.borrow(f))
+    }
+
+    fn belongs_to(&self, this: &ThisCpu<'_>) -> bool {
+        let block = this.cpu as *const Cpu as usize;
+        (self as *const Self as usize).wrapping_sub(block) < size_of::<Cpu>()
+    }
+
+    /// Callers have checked `belongs_to` and that no borrow is live.
+    fn borrow<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        self.borrowed.set(true);
+        // SAFETY: the callers checked that the cell is in the running CPU's
+        // block and not borrowed; interrupts are masked (they hold a
+        // `ThisCpu`, which borrows an IrqGuard), so no other context can
+        // reach it until the flag is cleared: this is the only reference.
+        let result = f(unsafe { &mut *self.value.get() });
+        self.borrowed.set(false);
+        result
+    }
+}
+
+/// Records that the bootstrap CPU is fully up (its local APIC id known).
+pub fn mark_bootstrap_online(lapic_id: u32) {
+    with_this_cpu(|this| mark_online(this, lapic_id));
+}
