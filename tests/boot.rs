@@ -17,7 +17,7 @@ fn main(_boot: &'static BootInfo) -> ExitCode {
 
 #[test_case]
 fn every_cpu_runs_the_job_with_its_own_index() {
-    let results = smp::run_on_all_cpus(smp::current_cpu_index);
+    let results = smp::run_on_all_cpus(|_| smp::current_cpu_index());
     assert_eq!(results.len(), smp::online_cpus());
     for (cpu, index) in results.iter() {
         assert_eq!(*index, cpu, "cpu {cpu} reported index {index}");

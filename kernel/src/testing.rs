@@ -6,7 +6,6 @@
 //! panicked kernel cannot go on. Protocol: `docs/interface.md`.
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-
 use crate::{ExitCode, cmdline, console, exit::exit, time::Stopwatch};
 
 /// A kernel test.
@@ -59,7 +58,6 @@ impl Testable for ShouldPanic {
     }
 }
 
-
 /// Index of the running test plus one (0: none), its name and expectation.
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 static RUNNING_NAME: spin::Mutex<&str> = spin::Mutex::new("");
@@ -67,7 +65,10 @@ static RUNNING_MUST_PANIC: AtomicBool = AtomicBool::new(false);
 
 /// The test runner every kernel test binary names with `#![test_runner]`.
 pub fn run_tests(tests: &[&dyn Testable]) {
-    let first = cmdline::get().get("test_skip").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let first = cmdline::get()
+        .get("test_skip")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     crate::println!("running {} tests", tests.len());
     for (index, test) in tests.iter().enumerate().skip(first) {
         *RUNNING_NAME.lock() = test.name();
@@ -78,7 +79,10 @@ pub fn run_tests(tests: &[&dyn Testable]) {
         let elapsed_us = stopwatch.elapsed_ns() / 1000;
         RUNNING.store(0, Ordering::SeqCst);
         if test.must_panic() {
-            crate::println!("Initiating test {index:#04x} {}... [Fail] (did not panic)", test.name());
+            crate::println!(
+                "Initiating test {index:#04x} {}... [Fail] (did not panic)",
+                test.name()
+            );
             exit(ExitCode::Failure);
         }
         crate::println!(
@@ -112,7 +116,10 @@ pub(crate) fn report_running_test_failed() {
     let running = RUNNING.load(Ordering::SeqCst);
     if running != 0 {
         let name = running_name();
-        console::write_fmt_for_panic(format_args!("Initiating test {:#04x} {name}... [Fail]\n", running - 1));
+        console::write_fmt_for_panic(format_args!(
+            "Initiating test {:#04x} {name}... [Fail]\n",
+            running - 1
+        ));
     }
 }
 

@@ -11,7 +11,6 @@ pub use requests::{BASE_REVISION_WANTED, STACK_BYTES};
 use limine::memmap::MEMMAP_USABLE;
 use spin::Once;
 
-
 use crate::{
     ExitCode,
     arch::{apic, interrupts::IrqGuard, paging},
@@ -54,7 +53,8 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
     }
 
     let rsdp_phys = physical(responses.rsdp_address, responses.hhdm_offset);
-    let madt = acpi::madt_cpus(rsdp_phys).unwrap_or_else(|e| boot_error(format_args!("ACPI MADT: {e}")));
+    let madt =
+        acpi::madt_cpus(rsdp_phys).unwrap_or_else(|e| boot_error(format_args!("ACPI MADT: {e}")));
 
     apic::map_registers();
     let irqs = IrqGuard::new();
@@ -72,14 +72,27 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         .unwrap_or_else(|e| boot_error(format_args!("bringing up CPUs: {e:?}")));
     for index in 0..cpus {
         let cpu = smp::cpu(index);
-        let acpi_id = mp_cpus.iter().find(|i| i.lapic_id == cpu.lapic_id()).map_or(0, |i| i.processor_id);
-        println!("cpu {index} online: lapic id {}, acpi id {acpi_id}, {}", cpu.lapic_id(), apic_mode.name());
+        let acpi_id = mp_cpus
+            .iter()
+            .find(|i| i.lapic_id == cpu.lapic_id())
+            .map_or(0, |i| i.processor_id);
+        println!(
+            "cpu {index} online: lapic id {}, acpi id {acpi_id}, {}",
+            cpu.lapic_id(),
+            apic_mode.name()
+        );
         if !madt.contains(cpu.lapic_id()) {
-            boot_error(format_args!("cpu {index} (lapic id {}) is not an enabled CPU in the MADT", cpu.lapic_id()));
+            boot_error(format_args!(
+                "cpu {index} (lapic id {}) is not an enabled CPU in the MADT",
+                cpu.lapic_id()
+            ));
         }
     }
     if madt.enabled != cpus {
-        boot_error(format_args!("the MADT lists {} enabled CPUs, the MP response {cpus}", madt.enabled));
+        boot_error(format_args!(
+            "the MADT lists {} enabled CPUs, the MP response {cpus}",
+            madt.enabled
+        ));
     }
 
     let info = BOOT_INFO.call_once(|| BootInfo {
@@ -103,19 +116,29 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
 }
 
 fn physical(address: u64, hhdm_offset: u64) -> u64 {
-    if address >= hhdm_offset { address - hhdm_offset } else { address }
+    if address >= hhdm_offset {
+        address - hhdm_offset
+    } else {
+        address
+    }
 }
 
 fn usable_regions(entries: &[&limine::memmap::Entry]) -> &'static [MemoryRegion] {
     let (regions, count) = USABLE.call_once(|| {
-        let mut regions = [MemoryRegion { start: 0, length: 0 }; MAX_USABLE_REGIONS];
+        let mut regions = [MemoryRegion {
+            start: 0,
+            length: 0,
+        }; MAX_USABLE_REGIONS];
         let mut count = 0;
         for entry in entries.iter().filter(|e| e.type_ == MEMMAP_USABLE) {
             if count == MAX_USABLE_REGIONS {
                 println!("boot: more than {MAX_USABLE_REGIONS} usable regions; ignoring the rest");
                 break;
             }
-            regions[count] = MemoryRegion { start: entry.base, length: entry.length };
+            regions[count] = MemoryRegion {
+                start: entry.base,
+                length: entry.length,
+            };
             count += 1;
         }
         regions[..count].sort_unstable_by_key(|r| r.start);
@@ -140,8 +163,9 @@ fn print_boot_record(info: &BootInfo) {
     );
 }
 
-
 /// What boot found; panics if called before boot finished.
 pub fn info() -> &'static BootInfo {
-    BOOT_INFO.get().expect("boot::info is available once boot finished")
+    BOOT_INFO
+        .get()
+        .expect("boot::info is available once boot finished")
 }

@@ -88,7 +88,9 @@ pub enum ResponseError {
 impl core::fmt::Display for ResponseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::BaseRevisionUnsupported { actual: Some(actual) } => write!(
+            Self::BaseRevisionUnsupported {
+                actual: Some(actual),
+            } => write!(
                 f,
                 "Limine base revision {BASE_REVISION_WANTED} is not supported by the bootloader (it loaded revision {actual})"
             ),
@@ -104,22 +106,36 @@ impl core::fmt::Display for ResponseError {
 /// Checks the base revision and that every needed response is there.
 pub fn collect() -> Result<Responses, ResponseError> {
     if !BASE_REVISION.is_supported() {
-        return Err(ResponseError::BaseRevisionUnsupported { actual: BASE_REVISION.actual_revision() });
+        return Err(ResponseError::BaseRevisionUnsupported {
+            actual: BASE_REVISION.actual_revision(),
+        });
     }
     let missing = ResponseError::Missing;
-    let info = BOOTLOADER_INFO.response().ok_or(missing("bootloader info"))?;
-    let executable_address = EXECUTABLE_ADDRESS.response().ok_or(missing("executable address"))?;
+    let info = BOOTLOADER_INFO
+        .response()
+        .ok_or(missing("bootloader info"))?;
+    let executable_address = EXECUTABLE_ADDRESS
+        .response()
+        .ok_or(missing("executable address"))?;
     STACK_SIZE.response().ok_or(missing("stack size"))?;
     Ok(Responses {
-        base_revision: BASE_REVISION.actual_revision().unwrap_or(BASE_REVISION_WANTED),
+        base_revision: BASE_REVISION
+            .actual_revision()
+            .unwrap_or(BASE_REVISION_WANTED),
         bootloader_name: info.name(),
         bootloader_version: info.version(),
         hhdm_offset: HHDM.response().ok_or(missing("HHDM"))?.offset,
-        memory_map: MEMORY_MAP.response().ok_or(missing("memory map"))?.entries(),
+        memory_map: MEMORY_MAP
+            .response()
+            .ok_or(missing("memory map"))?
+            .entries(),
         mp: MP.response().ok_or(missing("MP"))?,
         rsdp_address: RSDP.response().ok_or(missing("RSDP"))?.address as u64,
         kernel_physical_base: executable_address.physical_base,
         kernel_virtual_base: executable_address.virtual_base,
-        kernel_file: EXECUTABLE_FILE.response().ok_or(missing("executable file"))?.executable_file(),
+        kernel_file: EXECUTABLE_FILE
+            .response()
+            .ok_or(missing("executable file"))?
+            .executable_file(),
     })
 }

@@ -2,8 +2,11 @@
 //! firmware describes, to check it against the bootloader's MP response.
 use core::ptr::NonNull;
 
-use acpi::{AcpiHandler, AcpiTables, PhysicalMapping, madt::{Madt, MadtEntry}};
 use ::x86_64::PhysAddr;
+use acpi::{
+    AcpiHandler, AcpiTables, PhysicalMapping,
+    madt::{Madt, MadtEntry},
+};
 
 use crate::arch::paging;
 
@@ -26,15 +29,20 @@ impl MadtCpus {
     }
 }
 
-/// Maps ACPI tables through the HHDM, mapping pages the bootloader left out.
+/// Reaches ACPI tables through the HHDM, mapping pages the bootloader left
+/// out.
 #[derive(Clone, Copy)]
 struct HhdmAcpiHandler;
 
 impl AcpiHandler for HhdmAcpiHandler {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
-        let virt = paging::map_mmio(PhysAddr::new(physical_address as u64), size as u64);
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
+        let virt = paging::map_firmware_tables(PhysAddr::new(physical_address as u64), size as u64);
         let ptr = NonNull::new(virt.as_mut_ptr::<T>()).expect("the HHDM never maps address 0");
-        // SAFETY: `virt` maps `size` bytes at `physical_address` (map_mmio
+        // SAFETY: `virt` maps `size` bytes at `physical_address` (map_firmware_tables
         // made sure), and the mapping is never removed.
         unsafe { PhysicalMapping::new(physical_address, ptr, size, size, *self) }
     }
@@ -56,9 +64,13 @@ impl core::fmt::Display for AcpiError {
 pub fn madt_cpus(rsdp_phys: u64) -> Result<MadtCpus, AcpiError> {
     // SAFETY: `rsdp_phys` comes from the bootloader's RSDP response; the
     // crate validates the signature and checksum before trusting it.
-    let tables = unsafe { AcpiTables::from_rsdp(HhdmAcpiHandler, rsdp_phys as usize) }.map_err(AcpiError)?;
+    let tables =
+        unsafe { AcpiTables::from_rsdp(HhdmAcpiHandler, rsdp_phys as usize) }.map_err(AcpiError)?;
     let madt = tables.find_table::<Madt>().map_err(AcpiError)?;
-    let mut cpus = MadtCpus { enabled: 0, apic_ids: [0; 64] };
+    let mut cpus = MadtCpus {
+        enabled: 0,
+        apic_ids: [0; 64],
+    };
     for entry in madt.get().entries() {
         let (flags, apic_id) = match entry {
             MadtEntry::LocalApic(e) => (e.flags, u32::from(e.apic_id)),

@@ -19,7 +19,12 @@ static FRAMES: IrqSpinLock<Option<FrameAllocator>> = IrqSpinLock::new(None);
 /// Starts handing out frames from `usable` (sorted, page-aligned regions).
 pub fn init(usable: &'static [MemoryRegion]) {
     let next = usable.first().map_or(0, |r| r.start);
-    *FRAMES.lock() = Some(FrameAllocator { regions: usable, region: 0, next, handed_out: 0 });
+    *FRAMES.lock() = Some(FrameAllocator {
+        regions: usable,
+        region: 0,
+        next,
+        handed_out: 0,
+    });
 }
 
 /// One unused frame, or `None` when usable memory is used up.
@@ -41,7 +46,9 @@ pub fn allocate() -> Option<PhysFrame> {
 /// Bytes of usable memory not handed out yet.
 pub fn free_bytes() -> u64 {
     let guard = FRAMES.lock();
-    let Some(frames) = guard.as_ref() else { return 0 };
+    let Some(frames) = guard.as_ref() else {
+        return 0;
+    };
     frames.regions[frames.region.min(frames.regions.len())..]
         .iter()
         .map(|r| r.end().saturating_sub(frames.next.max(r.start)))

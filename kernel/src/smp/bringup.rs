@@ -22,19 +22,27 @@ pub enum BringupError {
     /// The bootloader reported more CPUs than the kernel supports.
     TooManyCpus { reported: usize },
     /// These many CPUs never reported online within the timeout.
-    CpusMissing { online: usize, expected: usize, first_missing_lapic_id: u32 },
+    CpusMissing {
+        online: usize,
+        expected: usize,
+        first_missing_lapic_id: u32,
+    },
 }
 
 /// Starts every CPU in `cpus` but the bootstrap one (`bsp_lapic_id`) and
 /// waits until all are online. Returns the number of CPUs online.
-pub fn start_application_processors(cpus: &[&MpInfo], bsp_lapic_id: u32) -> Result<usize, BringupError> {
+pub fn start_application_processors(
+    cpus: &[&MpInfo],
+    bsp_lapic_id: u32,
+) -> Result<usize, BringupError> {
     if cpus.len() > MAX_CPUS {
-        return Err(BringupError::TooManyCpus { reported: cpus.len() });
+        return Err(BringupError::TooManyCpus {
+            reported: cpus.len(),
+        });
     }
-    let mut next_index = 1;
-    for info in cpus.iter().filter(|info| info.lapic_id != bsp_lapic_id) {
-        info.bootstrap(application_processor_entry, next_index);
-        next_index += 1;
+    let application_processors = cpus.iter().filter(|info| info.lapic_id != bsp_lapic_id);
+    for (index, info) in (1..).zip(application_processors) {
+        info.bootstrap(application_processor_entry, index);
     }
     let expected = cpus.len();
     let deadline = time::deadline_after_ms(CHECK_IN_TIMEOUT_MS);
@@ -43,9 +51,16 @@ pub fn start_application_processors(cpus: &[&MpInfo], bsp_lapic_id: u32) -> Resu
             let first_missing_lapic_id = cpus
                 .iter()
                 .map(|info| info.lapic_id)
-                .find(|id| !(0..MAX_CPUS).any(|i| super::cpu(i).is_online() && super::cpu(i).lapic_id() == *id))
+                .find(|id| {
+                    !(0..MAX_CPUS)
+                        .any(|i| super::cpu(i).is_online() && super::cpu(i).lapic_id() == *id)
+                })
                 .unwrap_or(u32::MAX);
-            return Err(BringupError::CpusMissing { online: online_cpus(), expected, first_missing_lapic_id });
+            return Err(BringupError::CpusMissing {
+                online: online_cpus(),
+                expected,
+                first_missing_lapic_id,
+            });
         }
         crate::arch::pause();
     }

@@ -7,9 +7,8 @@ mod stop;
 
 pub use bringup::{BringupError, start_application_processors};
 pub use percpu::{
-    CpuLocalCell, MAX_CPUS, ThisCpu, cpu, current_cpu_index, init_bootstrap_cpu, mark_bootstrap_online,
-    online_cpus,
-    try_current_cpu_index, with_this_cpu,
+    CpuLocalCell, MAX_CPUS, ThisCpu, cpu, current_cpu_index, init_bootstrap_cpu,
+    mark_bootstrap_online, online_cpus, try_current_cpu_index, with_this_cpu,
 };
 pub use run_on_all::{CpuResults, run_on_all_cpus};
 pub use stop::{on_nmi, stop_other_cpus};

@@ -1,8 +1,8 @@
 //! The local APIC of each CPU, through the `x2apic` crate: x2APIC where the
 //! CPU has it (MSR access), xAPIC otherwise (MMIO, mapped once by the
 //! bootstrap CPU). QEMU 7.2 under TCG offers only xAPIC.
-use core::sync::atomic::{AtomicU64, Ordering};
 use ::x86_64::{PhysAddr, registers::model_specific::Msr};
+use core::sync::atomic::{AtomicU64, Ordering};
 use x2apic::lapic::{IpiAllShorthand, LocalApic, LocalApicBuilder, TimerMode};
 
 use crate::smp::{CpuLocalCell, ThisCpu};
@@ -53,7 +53,7 @@ pub fn map_registers() {
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; reading it has no
     // side effects.
     let base = unsafe { Msr::new(IA32_APIC_BASE_MSR).read() } & APIC_BASE_ADDRESS_MASK;
-    let virt = super::paging::map_mmio(PhysAddr::new(base), XAPIC_MMIO_BYTES);
+    let virt = super::paging::map_device(PhysAddr::new(base), XAPIC_MMIO_BYTES);
     XAPIC_BASE.store(virt.as_u64(), Ordering::Release);
 }
 
@@ -77,9 +77,15 @@ pub fn init_this_cpu(this: &ThisCpu<'_>) -> (ApicMode, u32) {
     if base != 0 {
         builder.set_xapic_base(base);
     }
-    let mut apic = builder.build().unwrap_or_else(|why| panic!("local APIC: {why}"));
+    let mut apic = builder
+        .build()
+        .unwrap_or_else(|why| panic!("local APIC: {why}"));
     // The builder picks x2APIC exactly when the CPU has it.
-    let mode = if has_x2apic() { ApicMode::X2Apic } else { ApicMode::XApic };
+    let mode = if has_x2apic() {
+        ApicMode::X2Apic
+    } else {
+        ApicMode::XApic
+    };
     // SAFETY: the APIC belongs to this CPU (built here, stored in this CPU's
     // block); in xAPIC mode its registers were mapped by `map_registers`.
     // Enabling it with a stopped one-shot timer and masked LINT pins
@@ -89,7 +95,11 @@ pub fn init_this_cpu(this: &ThisCpu<'_>) -> (ApicMode, u32) {
         apic.disable_timer();
         apic.id()
     };
-    let id = if mode == ApicMode::XApic { id >> 24 } else { id };
+    let id = if mode == ApicMode::XApic {
+        id >> 24
+    } else {
+        id
+    };
     this.arch().local_apic.with(this, |slot| *slot = Some(apic));
     (mode, id)
 }
@@ -122,7 +132,9 @@ pub fn try_send_nmi_to_others(this: &ThisCpu<'_>) -> bool {
     this.arch()
         .local_apic
         .try_with(this, |slot| {
-            let Some(apic) = slot.as_mut() else { return false };
+            let Some(apic) = slot.as_mut() else {
+                return false;
+            };
             // SAFETY: the NMI handler is installed on every CPU before it is
             // marked online; an NMI only makes the others run it.
             unsafe { apic.send_nmi_all(IpiAllShorthand::AllExcludingSelf) };

@@ -1,6 +1,6 @@
 //! Masking local interrupts, as a guard value that proves it.
-use core::marker::PhantomData;
 use ::x86_64::instructions::interrupts;
+use core::marker::PhantomData;
 
 /// Proof that local interrupts stay masked on this CPU while it lives; on drop
 /// the previous state comes back. Not `Send`: it belongs to one CPU.
@@ -15,7 +15,10 @@ impl IrqGuard {
     pub fn new() -> Self {
         let were_enabled = interrupts::are_enabled();
         interrupts::disable();
-        Self { were_enabled, _this_cpu_only: PhantomData }
+        Self {
+            were_enabled,
+            _this_cpu_only: PhantomData,
+        }
     }
 }
 

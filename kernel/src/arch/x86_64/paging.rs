@@ -1,6 +1,5 @@
 //! The kernel's page tables (the ones the bootloader handed over), edited
 //! through the higher-half direct map (HHDM).
-use core::sync::atomic::{AtomicU64, Ordering};
 use ::x86_64::{
     PhysAddr, VirtAddr,
     registers::control::Cr3,
@@ -9,6 +8,7 @@ use ::x86_64::{
         Size4KiB, Translate, mapper::TranslateResult,
     },
 };
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::{memory::frames, sync::IrqSpinLock};
 
@@ -53,6 +53,8 @@ pub enum MapError {
 pub enum Access {
     /// Read-write data, never executed.
     ReadWriteData,
+    /// Read-only data, never executed.
+    ReadOnlyData,
     /// Device registers: read-write, uncached, never executed.
     Device,
 }
@@ -62,29 +64,51 @@ impl Access {
         let data = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
         match self {
             Self::ReadWriteData => data,
+            Self::ReadOnlyData => data - PageTableFlags::WRITABLE,
             Self::Device => data | PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH,
         }
     }
 }
 
-/// Maps device registers at `phys` (`bytes` long) into the HHDM window,
-/// uncached, unless they are mapped there already. Returns their address.
-pub fn map_mmio(phys: PhysAddr, bytes: u64) -> VirtAddr {
+/// Start of the window where device registers are mapped, uncached, at
+/// `DEVICE_WINDOW + physical address` (the HHDM maps them write-back).
+const DEVICE_WINDOW: u64 = 0xffff_d000_0000_0000;
+
+/// Maps device registers at `phys` (`bytes` long) uncached into the device
+/// window and returns their address there.
+pub fn map_device(phys: PhysAddr, bytes: u64) -> VirtAddr {
+    map_physical_range(phys, bytes, DEVICE_WINDOW, Access::Device);
+    VirtAddr::new(DEVICE_WINDOW + phys.as_u64())
+}
+
+/// Returns the HHDM address of firmware tables at `phys` (`bytes` long),
+/// mapping read-only whatever part of them the bootloader's HHDM left out.
+pub fn map_firmware_tables(phys: PhysAddr, bytes: u64) -> VirtAddr {
+    map_physical_range(phys, bytes, hhdm_offset(), Access::ReadOnlyData);
+    phys_to_virt(phys)
+}
+
+/// Maps every page of `phys..phys + bytes` at `window + physical address`,
+/// skipping pages that are mapped already.
+fn map_physical_range(phys: PhysAddr, bytes: u64, window: u64, access: Access) {
     let start = phys.align_down(4096u64);
-    let end = (phys + bytes).align_up(4096u64);
+    let end = (phys + bytes.max(1)).align_up(4096u64);
     let mut guard = PAGE_TABLES.lock();
     let tables = guard.as_mut().expect("paging::init runs first");
     let mut frame_addr = start;
     while frame_addr < end {
-        let page = Page::<Size4KiB>::containing_address(phys_to_virt(frame_addr));
-        if matches!(tables.translate(page.start_address()), TranslateResult::NotMapped) {
+        let page =
+            Page::<Size4KiB>::containing_address(VirtAddr::new(window + frame_addr.as_u64()));
+        if matches!(
+            tables.translate(page.start_address()),
+            TranslateResult::NotMapped
+        ) {
             let frame = PhysFrame::containing_address(frame_addr);
-            map_one(tables, page, frame, Access::Device)
-                .unwrap_or_else(|e| panic!("mapping device memory at {frame_addr:#x}: {e:?}"));
+            map_one(tables, page, frame, access)
+                .unwrap_or_else(|e| panic!("mapping physical page {frame_addr:#x}: {e:?}"));
         }
         frame_addr += 4096u64;
     }
-    phys_to_virt(phys)
 }
 
 /// Maps `pages` pages starting at `start` to fresh frames with `access`
@@ -107,17 +131,20 @@ fn map_one(
     access: Access,
 ) -> Result<(), MapError> {
     let mut table_frames = TableFrames;
-    // SAFETY: callers pass either a device frame (MMIO that no memory-map
-    // entry hands out) or a frame fresh from the frame allocator, so no other
-    // mapping aliases it as normal memory; `page` was checked or is in a
-    // range reserved for this use.
-    let flush = unsafe {
-        tables.map_to(page, frame, access.flags(), &mut table_frames)
-    }
-    .map_err(|e| match e {
-        ::x86_64::structures::paging::mapper::MapToError::FrameAllocationFailed => MapError::OutOfFrames,
-        _ => MapError::AlreadyMapped(page.start_address()),
-    })?;
+    // SAFETY: callers pass a device frame (into the device window, which
+    // nothing else maps), a firmware-table frame (read-only, at its HHDM
+    // address, which was unmapped) or a fresh frame from the frame allocator
+    // (which hands each out once); `page` was checked unmapped or lies in a
+    // range reserved for this use, so no Rust reference is invalidated.
+    let flush =
+        unsafe { tables.map_to(page, frame, access.flags(), &mut table_frames) }.map_err(|e| {
+            match e {
+                ::x86_64::structures::paging::mapper::MapToError::FrameAllocationFailed => {
+                    MapError::OutOfFrames
+                }
+                _ => MapError::AlreadyMapped(page.start_address()),
+            }
+        })?;
     flush.flush();
     Ok(())
 }
