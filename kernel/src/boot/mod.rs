@@ -13,7 +13,7 @@ use spin::Once;
 
 use crate::{
     ExitCode,
-    arch::{apic, interrupts::IrqGuard, paging},
+    arch::{self, apic, interrupts::IrqGuard, paging},
     cmdline::{self, Cmdline},
     console,
     exit::exit,
@@ -43,6 +43,7 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         .unwrap_or_else(|e| boot_error(format_args!("kernel command line: {e}")));
     let cmdline = cmdline::set(cmdline);
 
+    arch::mask_legacy_pic();
     smp::init_bootstrap_cpu();
     paging::init(responses.hhdm_offset);
     let usable = usable_regions(responses.memory_map);

@@ -8,6 +8,7 @@ mod idt;
 pub mod interrupts;
 pub mod paging;
 mod percpu;
+mod pic;
 mod qemu;
 pub mod serial;
 pub mod tsc;
@@ -17,6 +18,7 @@ pub use percpu::{
     BLOCK_INDEX_OFFSET, BLOCK_SELF_OFFSET, CpuArchState, current_cpu_base, current_cpu_index,
     install_cpu_base,
 };
+pub use pic::mask_legacy_pic;
 pub use qemu::qemu_exit;
 
 /// Loads this CPU's descriptor tables (GDT, TSS with IST stacks, IDT).

@@ -1,0 +1,2 @@
+//! Placeholder: the allocator core (being written).
+#![no_std]
