@@ -1,0 +1,292 @@
+//! One boot: start QEMU, stream and keep its serial lines, wait for it to end
+//! or for the time limit, and report what happened. This is the building
+//! block of `runner` and of any tool that boots many times (benchmarks).
+use std::{
+    ffi::OsString,
+    io::{BufRead, BufReader, Read, Write},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{self, RecvTimeoutError},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{qemu::Machine, serial};
+
+/// What to boot and how to watch it.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    /// The QEMU binary.
+    pub qemu: OsString,
+    pub machine: Machine,
+    /// Kill QEMU after this long; `None` waits forever.
+    pub timeout: Option<Duration>,
+    /// Print each serial line to stdout as it arrives.
+    pub echo: bool,
+    /// Where [`BootOutcome::boot_line_at`] is measured from (e.g. the
+    /// runner's start).
+    pub epoch: Instant,
+}
+
+impl BootConfig {
+    /// A configuration for `machine` with the default QEMU, echo off, times
+    /// measured from now.
+    pub fn new(machine: Machine, timeout: Option<Duration>) -> Self {
+        Self {
+            qemu: crate::QEMU.into(),
+            machine,
+            timeout,
+            echo: false,
+            epoch: Instant::now(),
+        }
+    }
+}
+
+/// How QEMU ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QemuStatus {
+    /// QEMU exited with this status (the kernel's verdict if 33, 35, 37, 39).
+    Exited(i32),
+    /// A signal ended QEMU (not the runner's timeout).
+    Killed,
+    /// The runner killed QEMU when the time limit ran out.
+    TimedOut,
+}
+
+/// What one boot produced.
+#[derive(Debug, Clone)]
+pub struct BootOutcome {
+    pub status: QemuStatus,
+    /// Every serial line, without its line ending.
+    pub lines: Vec<String>,
+    /// What QEMU wrote to stderr (also forwarded to the runner's stderr).
+    pub stderr: String,
+    /// From QEMU's start to its end.
+    pub duration: Duration,
+    /// When the `BOOT` line arrived, measured from [`BootConfig::epoch`].
+    pub boot_line_at: Option<Duration>,
+}
+
+/// Boots `config.machine` once. Errors only when QEMU cannot be started.
+pub fn boot(config: &BootConfig) -> std::io::Result<BootOutcome> {
+    boot_with(config, &mut |_| {})
+}
+
+/// [`boot`], also calling `on_line` with each serial line as it arrives.
+pub fn boot_with(
+    config: &BootConfig,
+    on_line: &mut dyn FnMut(&str),
+) -> std::io::Result<BootOutcome> {
+    let start = Instant::now();
+    let mut child = Command::new(&config.qemu)
+        .args(config.machine.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let _tracked = crate::cleanup::track_child(child.id());
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+
+    let (sender, receiver) = mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut bytes = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
+            let text = String::from_utf8_lossy(&bytes);
+            let line = text.trim_end_matches(['\n', '\r']).to_string();
+            bytes.clear();
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr_forwarder = thread::spawn(move || forward_stderr(stderr));
+
+    let deadline = config.timeout.map(|limit| start + limit);
+    let mut lines = Vec::new();
+    let mut boot_line_at = None;
+    let mut timed_out = false;
+    loop {
+        let received = match deadline {
+            Some(deadline) => {
+                receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            }
+            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(line) => {
+                if boot_line_at.is_none() && matches!(serial::parse(&line), serial::Record::Boot(_))
+                {
+                    boot_line_at = Some(config.epoch.elapsed());
+                }
+                if config.echo {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+                on_line(&line);
+                lines.push(line);
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let status = match wait_until(
+        &mut child,
+        if timed_out {
+            Some(Instant::now())
+        } else {
+            deadline
+        },
+    )? {
+        Some(status) => status_of(status),
+        None => QemuStatus::TimedOut,
+    };
+    // QEMU is gone, so its pipes are closed and both threads end.
+    let _ = reader.join();
+    let stderr = stderr_forwarder.join().unwrap_or_default();
+    // Lines the reader sent after the timeout broke the loop.
+    lines.extend(receiver.try_iter());
+    Ok(BootOutcome {
+        status,
+        lines,
+        stderr,
+        duration: start.elapsed(),
+        boot_line_at,
+    })
+}
+
+/// Waits for `child` until `deadline`; kills it then and returns `None`.
+fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
+    let Some(deadline) = deadline else {
+        return child.wait().map(Some);
+    };
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            // It may have exited just now: then kill fails and wait reaps it.
+            let _ = child.kill();
+            child.wait()?;
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn status_of(status: ExitStatus) -> QemuStatus {
+    status.code().map_or(QemuStatus::Killed, QemuStatus::Exited)
+}
+
+/// Copies QEMU's stderr to ours as it comes and returns it.
+fn forward_stderr(mut stderr: impl Read) -> String {
+    let mut kept = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    while let Ok(n @ 1..) = stderr.read(&mut buffer) {
+        let mut ours = std::io::stderr().lock();
+        let _ = ours.write_all(&buffer[..n]);
+        let _ = ours.flush();
+        kept.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{accel::Accel, qemu::Media};
+
+    /// A stand-in for QEMU: a shell script that ignores QEMU's arguments.
+    fn fake_qemu(dir: &std::path::Path, script: &str) -> OsString {
+        let path = dir.join("fake-qemu");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&path, permissions).unwrap();
+        path.into()
+    }
+
+    fn config(qemu: OsString, timeout: Option<Duration>) -> BootConfig {
+        let machine = Machine {
+            media: Media::Pvh {
+                loader: "l".into(),
+                kernel: "k".into(),
+                cmdline: String::new(),
+            },
+            accel: Accel::Tcg,
+            smp: 1,
+            mem_mib: 64,
+            gdb: false,
+            extra: vec![],
+        };
+        BootConfig {
+            qemu,
+            ..BootConfig::new(machine, timeout)
+        }
+    }
+
+    #[test]
+    fn captures_lines_status_and_boot_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            "printf 'hello\\r\\nBOOT {\"cpus\":1}\\n'; echo oops >&2; printf 'last line without newline'; exit 35",
+        );
+        let mut seen = Vec::new();
+        let outcome = boot_with(&config(qemu, Some(Duration::from_secs(20))), &mut |l| {
+            seen.push(l.to_string())
+        })
+        .unwrap();
+        assert_eq!(outcome.status, QemuStatus::Exited(35));
+        assert_eq!(
+            outcome.lines,
+            ["hello", r#"BOOT {"cpus":1}"#, "last line without newline"]
+        );
+        assert_eq!(seen, outcome.lines);
+        assert_eq!(outcome.stderr, "oops\n");
+        assert!(outcome.boot_line_at.is_some());
+    }
+
+    #[test]
+    fn kills_qemu_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(dir.path(), "echo started; exec sleep 30");
+        let outcome = boot(&config(qemu, Some(Duration::from_millis(300)))).unwrap();
+        assert_eq!(outcome.status, QemuStatus::TimedOut);
+        assert_eq!(outcome.lines, ["started"]);
+        assert!(outcome.boot_line_at.is_none());
+        assert!(
+            outcome.duration < Duration::from_secs(10),
+            "{:?}",
+            outcome.duration
+        );
+    }
+
+    #[test]
+    fn a_silent_hang_times_out_too() {
+        let dir = tempfile::tempdir().unwrap();
+        // Closes stdout, then hangs: the wait for the exit must time out as well.
+        let qemu = fake_qemu(dir.path(), "exec >/dev/null; exec sleep 30");
+        let outcome = boot(&config(qemu, Some(Duration::from_millis(300)))).unwrap();
+        assert_eq!(outcome.status, QemuStatus::TimedOut);
+    }
+
+    #[test]
+    fn a_signal_is_not_a_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(dir.path(), "kill -9 $$");
+        assert_eq!(
+            boot(&config(qemu, None)).unwrap().status,
+            QemuStatus::Killed
+        );
+    }
+
+    #[test]
+    fn a_missing_qemu_is_an_error() {
+        assert!(boot(&config("/nonexistent/qemu".into(), None)).is_err());
+    }
+}

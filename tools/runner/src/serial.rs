@@ -1,0 +1,187 @@
+//! The serial lines the runner understands (`docs/interface.md`). Records are
+//! found anywhere in a line, since output from another CPU may precede them.
+
+/// One test's result line: `Initiating test 0xNN name... [Pass] (T ms)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestLine {
+    pub index: usize,
+    pub name: String,
+    pub passed: bool,
+}
+
+/// What a serial line says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// `BOOT {json}`: every CPU is online; the JSON text.
+    Boot(&'a str),
+    /// `running N tests`.
+    Running(usize),
+    /// A test's result.
+    Test(TestLine),
+    /// `TEST-RESUME {"next":K}`: boot again with `test_skip=K`.
+    Resume(usize),
+    /// `PANIC cpu=...`: the whole report from `PANIC` on.
+    Panic(&'a str),
+    /// Anything else.
+    Other,
+}
+
+/// What `line` says.
+pub fn parse(line: &str) -> Record<'_> {
+    if let Some(at) = line.find("BOOT {") {
+        return Record::Boot(line[at + "BOOT ".len()..].trim());
+    }
+    if let Some(at) = line.find("PANIC cpu=") {
+        return Record::Panic(line[at..].trim_end());
+    }
+    if let Some(test) = parse_test(line) {
+        return Record::Test(test);
+    }
+    if let Some(next) = parse_resume(line) {
+        return Record::Resume(next);
+    }
+    if let Some(count) = parse_running(line) {
+        return Record::Running(count);
+    }
+    Record::Other
+}
+
+fn parse_running(line: &str) -> Option<usize> {
+    let rest = line.trim().strip_prefix("running ")?;
+    let count = rest
+        .strip_suffix(" tests")
+        .or_else(|| rest.strip_suffix(" test"))?;
+    count.parse().ok()
+}
+
+fn parse_test(line: &str) -> Option<TestLine> {
+    let rest = &line[line.find("Initiating test ")? + "Initiating test ".len()..];
+    let (index, rest) = rest.split_once(' ')?;
+    let index = usize::from_str_radix(index.strip_prefix("0x")?, 16).ok()?;
+    let (name, passed) = if let Some(at) = rest.find("... [Pass]") {
+        (&rest[..at], true)
+    } else {
+        (&rest[..rest.find("... [Fail]")?], false)
+    };
+    Some(TestLine {
+        index,
+        name: name.to_string(),
+        passed,
+    })
+}
+
+fn parse_resume(line: &str) -> Option<usize> {
+    let json = &line[line.find("TEST-RESUME ")? + "TEST-RESUME ".len()..];
+    let value: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    value.get("next")?.as_u64()?.try_into().ok()
+}
+
+/// The first `PANIC cpu=...` report in `lines`.
+pub fn first_panic(lines: &[String]) -> Option<&str> {
+    lines.iter().find_map(|line| match parse(line) {
+        Record::Panic(report) => Some(report),
+        _ => None,
+    })
+}
+
+/// The `next` of the last `TEST-RESUME` line in `lines`.
+pub fn resume_point(lines: &[String]) -> Option<usize> {
+    lines.iter().rev().find_map(|line| match parse(line) {
+        Record::Resume(next) => Some(next),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_record() {
+        assert_eq!(parse(r#"BOOT {"cpus":4}"#), Record::Boot(r#"{"cpus":4}"#));
+        // Firmware escape codes may precede it.
+        assert_eq!(
+            parse("\x1b[2J\x1b[01;01HBOOT {\"cpus\":4}"),
+            Record::Boot(r#"{"cpus":4}"#)
+        );
+        assert_eq!(parse("BOOT done"), Record::Other);
+    }
+
+    #[test]
+    fn running_line() {
+        assert_eq!(parse("running 3 tests"), Record::Running(3));
+        assert_eq!(parse("running 1 test"), Record::Running(1));
+        assert_eq!(parse("running 0 tests"), Record::Running(0));
+        assert_eq!(parse("running many tests"), Record::Other);
+    }
+
+    #[test]
+    fn test_lines() {
+        assert_eq!(
+            parse("Initiating test 0x00 every_cpu_runs... [Pass] (1.2 ms)"),
+            Record::Test(TestLine {
+                index: 0,
+                name: "every_cpu_runs".into(),
+                passed: true
+            })
+        );
+        assert_eq!(
+            parse("Initiating test 0x1a failed_assertion_panics... [Pass] (panicked as expected)"),
+            Record::Test(TestLine {
+                index: 26,
+                name: "failed_assertion_panics".into(),
+                passed: true
+            })
+        );
+        assert_eq!(
+            parse("Initiating test 0x02 lapic_ids... [Fail]"),
+            Record::Test(TestLine {
+                index: 2,
+                name: "lapic_ids".into(),
+                passed: false
+            })
+        );
+        assert_eq!(
+            parse("Initiating test 0x100 should... [Fail] (did not panic)"),
+            Record::Test(TestLine {
+                index: 256,
+                name: "should".into(),
+                passed: false
+            })
+        );
+        // Behind another CPU's half line.
+        assert_eq!(
+            parse("cpu 3 onlInitiating test 0x01 x... [Pass] (0.1 ms)"),
+            Record::Test(TestLine {
+                index: 1,
+                name: "x".into(),
+                passed: true
+            })
+        );
+        assert_eq!(parse("Initiating test 0x01 unfinished"), Record::Other);
+        assert_eq!(parse("Initiating test 12 x... [Pass]"), Record::Other);
+    }
+
+    #[test]
+    fn resume_and_panic() {
+        assert_eq!(parse(r#"TEST-RESUME {"next":2}"#), Record::Resume(2));
+        assert_eq!(parse(r#"TEST-RESUME {"next": 17 }"#), Record::Resume(17));
+        assert_eq!(parse(r#"TEST-RESUME {"nope":2}"#), Record::Other);
+        assert_eq!(parse(r#"TEST-RESUME next=2"#), Record::Other);
+        let panic = "PANIC cpu=1 at tests/boot.rs:33:13: cpu 0 and cpu 1 share lapic id 0";
+        assert_eq!(parse(panic), Record::Panic(panic));
+        assert_eq!(parse(&format!("garbage{panic}  ")), Record::Panic(panic));
+        let lines: Vec<String> = [
+            "a",
+            panic,
+            "PANIC cpu=2 at x:1:1: later",
+            r#"TEST-RESUME {"next":1}"#,
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(first_panic(&lines), Some(panic));
+        assert_eq!(resume_point(&lines), Some(1));
+        assert_eq!(first_panic(&lines[..1]), None);
+        assert_eq!(resume_point(&lines[..3]), None);
+    }
+}
