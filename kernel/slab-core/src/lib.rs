@@ -1,2 +1,32 @@
-//! Placeholder: the allocator core (being written).
+//! The kernel heap's core, `no_std` and free of x86: per-CPU slab caches of
+//! small objects in front of a pluggable backend behind one instrumented
+//! global lock, tested on the host. `docs/allocator.md` has the design.
+//! This file only declares the modules and what they export.
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod backend;
+mod central;
+mod cpu_cache;
+mod heap;
+mod lock;
+mod magazine;
+mod mode;
+mod platform;
+mod reclaim;
+mod size_class;
+mod slab;
+mod stats;
+mod sync;
+
+pub use backend::Backend;
+pub use central::HeapUsage;
+pub use heap::SlabHeap;
+pub use lock::{SpinGuard, SpinLock};
+pub use mode::{Mode, ModeLocked, UnknownMode};
+pub use platform::{MAX_CPUS, Platform};
+pub use reclaim::ReclaimBroadcast;
+pub use size_class::{MAX_SMALL_SIZE, MIN_BATCH, NUM_CLASSES, SizeClass};
+pub use stats::{ClassStats, CpuStats, CpuSummary, HeapStats, LockStats};

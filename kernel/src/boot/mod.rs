@@ -48,15 +48,6 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
     paging::init(responses.hhdm_offset);
     let usable = usable_regions(responses.memory_map);
     frames::init(usable);
-    let (timestamp_hz, measured) = time::calibrate();
-    if !measured {
-        println!("boot: no PIT to calibrate the TSC; assuming {timestamp_hz} Hz");
-    }
-
-    let rsdp_phys = physical(responses.rsdp_address, responses.hhdm_offset);
-    let madt =
-        acpi::madt_cpus(rsdp_phys).unwrap_or_else(|e| boot_error(format_args!("ACPI MADT: {e}")));
-
     apic::map_registers();
     let irqs = IrqGuard::new();
     let (apic_mode, bsp_lapic_id) = apic::init_this_cpu(&smp::ThisCpu::new(&irqs));
@@ -71,6 +62,17 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
     let mp_cpus = responses.mp.cpus();
     let cpus = smp::start_application_processors(mp_cpus, bsp_lapic_id)
         .unwrap_or_else(|e| boot_error(format_args!("bringing up CPUs: {e:?}")));
+    // Calibrate only now: until the other CPUs halt in their idle loop,
+    // under emulation they spin on the host CPUs this one needs.
+    let (timestamp_hz, measured) = time::calibrate();
+    if !measured {
+        println!("boot: no PIT to calibrate the TSC; assuming {timestamp_hz} Hz");
+    }
+
+    let rsdp_phys = physical(responses.rsdp_address, responses.hhdm_offset);
+    let madt =
+        acpi::madt_cpus(rsdp_phys).unwrap_or_else(|e| boot_error(format_args!("ACPI MADT: {e}")));
+
     for index in 0..cpus {
         let cpu = smp::cpu(index);
         let acpi_id = mp_cpus

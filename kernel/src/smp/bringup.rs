@@ -14,7 +14,9 @@ use crate::{
 };
 
 /// How long the bootstrap CPU waits for the others to check in.
-const CHECK_IN_TIMEOUT_MS: u64 = 20_000;
+/// Nominal: the timestamp frequency is not calibrated yet at this point,
+/// and with 64 emulated CPUs on 2 host cores bring-up takes seconds.
+const CHECK_IN_TIMEOUT_MS: u64 = 60_000;
 
 /// Why not every CPU came up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

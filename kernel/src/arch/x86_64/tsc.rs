@@ -1,5 +1,5 @@
 //! Measures the timestamp counter's frequency against the PIT, so cycle
-//! counts can be turned into time. Channel 0 is counted down in mode 0 and
+//! counts can be turned into time. Channel 0 runs as a rate generator and is
 //! read back with latch commands: this needs only the PIT itself, not the
 //! port-0x61 gate of channel 2, which QEMU's microvm machine lacks.
 use ::x86_64::instructions::port::Port;
@@ -7,14 +7,18 @@ use ::x86_64::instructions::port::Port;
 use super::cpu::read_timestamp;
 
 const PIT_HZ: u64 = 1_193_182;
-const CALIBRATION_MS: u64 = 10;
+/// Windows measured; the median counts.
+const WINDOWS: usize = 7;
+/// PIT ticks per window (about 2 ms).
+const WINDOW_PIT_TICKS: u64 = PIT_HZ / 500;
 const PIT_CHANNEL0_DATA: u16 = 0x40;
 const PIT_COMMAND: u16 = 0x43;
-/// Channel 0, low byte then high byte, mode 0 (count down once).
-const CHANNEL0_ONE_SHOT: u8 = 0b0011_0000;
+/// Channel 0, low byte then high byte, mode 2 (rate generator: counts
+/// down to 1 and reloads, for ever).
+const CHANNEL0_RATE_GENERATOR: u8 = 0b0011_0100;
 /// Latch channel 0's count for reading.
 const CHANNEL0_LATCH: u8 = 0b0000_0000;
-const START_COUNT: u16 = 0xffff;
+const RELOAD_COUNT: u16 = 0xffff;
 /// Ceiling on the wait, in timestamp ticks, in case no PIT counts.
 const MAX_WAIT_TICKS: u64 = 2_000_000_000;
 
@@ -38,39 +42,58 @@ impl Pit {
 }
 
 /// Timestamp ticks per second, or `None` when no PIT counts.
+///
+/// Measures [`WINDOWS`] short windows and takes the median, so that a window
+/// spoilt by the host descheduling this vCPU (a lost counter wrap makes the
+/// estimate far too high) does not count.
 pub fn calibrate_hz() -> Option<u64> {
     let mut pit = Pit {
         command: Port::new(PIT_COMMAND),
         channel0: Port::new(PIT_CHANNEL0_DATA),
     };
-    let pit_ticks = (PIT_HZ * CALIBRATION_MS / 1000) as u16;
     // SAFETY: ports 0x40 and 0x43 are the PIT's channel 0 and command
     // register; the kernel uses the local APIC timer, never the PIT, and its
     // IRQ line is masked at the PIC, so reprogramming channel 0 disturbs
     // nothing.
     unsafe {
-        pit.command.write(CHANNEL0_ONE_SHOT);
-        pit.channel0.write(START_COUNT as u8);
-        pit.channel0.write((START_COUNT >> 8) as u8);
+        pit.command.write(CHANNEL0_RATE_GENERATOR);
+        pit.channel0.write(RELOAD_COUNT as u8);
+        pit.channel0.write((RELOAD_COUNT >> 8) as u8);
     }
-    // Wait for the first decrement, so the measurement starts on a tick.
+    let mut estimates = [0u64; WINDOWS];
+    for estimate in &mut estimates {
+        *estimate = measure_window(&mut pit)?;
+    }
+    estimates.sort_unstable();
+    Some(estimates[WINDOWS / 2])
+}
+
+/// One window: timestamp ticks per second over [`WINDOW_PIT_TICKS`] PIT ticks.
+fn measure_window(pit: &mut Pit) -> Option<u64> {
     let begin = read_timestamp();
-    let first = pit.count();
-    while pit.count() == first {
+    let mut last = pit.count();
+    // Start on a tick edge.
+    loop {
+        let count = pit.count();
+        if count != last {
+            last = count;
+            break;
+        }
         if read_timestamp() - begin > MAX_WAIT_TICKS {
-            return None;
+            return None; // the counter never moves: no PIT here
         }
     }
-    let start_count = pit.count();
     let start = read_timestamp();
-    loop {
-        let elapsed_pit = start_count.wrapping_sub(pit.count());
-        if elapsed_pit >= pit_ticks && elapsed_pit < START_COUNT / 2 {
-            let ticks = read_timestamp() - start;
-            return Some(ticks * PIT_HZ / u64::from(elapsed_pit));
-        }
+    let mut elapsed_pit: u64 = 0;
+    while elapsed_pit < WINDOW_PIT_TICKS {
+        let count = pit.count();
+        // The counter runs down and reloads: the difference modulo the
+        // reload value is the ticks since the last read.
+        elapsed_pit += u64::from(last.wrapping_sub(count) % RELOAD_COUNT);
+        last = count;
         if read_timestamp() - start > MAX_WAIT_TICKS {
             return None;
         }
     }
+    Some((read_timestamp() - start) * PIT_HZ / elapsed_pit)
 }

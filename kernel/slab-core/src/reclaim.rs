@@ -1,0 +1,140 @@
+//! The reclaim handshake a `Platform::reclaim_remote` implementation uses:
+//! a requester opens a numbered round and interrupts the other CPUs; each
+//! drains its own caches and acknowledges the newest round it saw; the
+//! requester waits until every other CPU acknowledged its round, draining
+//! itself whenever someone asks it meanwhile (so two CPUs reclaiming at once
+//! do not wait for each other forever).
+//!
+//! Nothing here is on the allocation fast path: it runs only when the
+//! backend is out of memory.
+
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+use crate::platform::MAX_CPUS;
+use crate::sync::{AtomicU64, spin_loop};
+
+/// One CPU's acknowledgement, on its own cache line.
+#[repr(align(64))]
+struct Acknowledged(AtomicU64);
+
+/// The shared state of reclaim rounds for up to `CPUS` CPUs.
+pub struct ReclaimBroadcast<const CPUS: usize = MAX_CPUS> {
+    /// The newest round requested (rounds count from 1).
+    requested: AtomicU64,
+    /// Per CPU, the newest round it drained for.
+    acknowledged: [Acknowledged; CPUS],
+}
+
+impl<const CPUS: usize> ReclaimBroadcast<CPUS> {
+    /// No round requested yet.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            requested: AtomicU64::new(0),
+            acknowledged: [const { Acknowledged(AtomicU64::new(0)) }; CPUS],
+        }
+    }
+
+    /// No round requested yet (loom's atomics have no `const` constructor).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            requested: AtomicU64::new(0),
+            acknowledged: core::array::from_fn(|_| Acknowledged(AtomicU64::new(0))),
+        }
+    }
+
+    /// Opens a new round; returns its number for [`Self::wait`].
+    pub fn request(&self) -> u64 {
+        self.requested.fetch_add(1, AcqRel) + 1
+    }
+
+    /// Whether `cpu` has a round it has not drained for yet.
+    pub fn is_pending(&self, cpu: usize) -> bool {
+        self.acknowledged[cpu].0.load(Relaxed) < self.requested.load(Acquire)
+    }
+
+    /// Handler side, run by `cpu` on itself (the kernel: in the reclaim IPI
+    /// handler, interrupts masked): if a round is pending, runs `drain`
+    /// (`SlabHeap::drain_local_cpu`) and acknowledges every round up to the
+    /// newest one seen before draining. Returns whether it drained.
+    pub fn serve(&self, cpu: usize, drain: impl FnOnce()) -> bool {
+        let round = self.requested.load(Acquire);
+        if self.acknowledged[cpu].0.load(Relaxed) >= round {
+            return false;
+        }
+        drain();
+        // `fetch_max` keeps acknowledgements monotonic even if a nested
+        // serve (an IPI during a serve from the wait loop) acked a newer
+        // round first. Release: the drain happens-before the requester's
+        // observation of the acknowledgement.
+        self.acknowledged[cpu].0.fetch_max(round, Release);
+        true
+    }
+
+    /// Whether every CPU in `0..cpu_count` except `me` drained for `round`.
+    pub fn is_complete(&self, round: u64, me: usize, cpu_count: usize) -> bool {
+        self.acknowledged[..cpu_count.min(CPUS)]
+            .iter()
+            .enumerate()
+            .all(|(cpu, ack)| cpu == me || ack.0.load(Acquire) >= round)
+    }
+
+    /// Requester side: spins until `round` is complete, serving rounds aimed
+    /// at `me` with `drain_this_cpu` meanwhile.
+    pub fn wait(&self, round: u64, me: usize, cpu_count: usize, drain_this_cpu: &dyn Fn()) {
+        loop {
+            self.serve(me, drain_this_cpu);
+            if self.is_complete(round, me, cpu_count) {
+                return;
+            }
+            spin_loop();
+        }
+    }
+
+    /// A whole `Platform::reclaim_remote`: opens a round, calls `notify`
+    /// (the kernel: send the reclaim IPI to every other CPU), and waits.
+    pub fn request_and_wait(
+        &self,
+        me: usize,
+        cpu_count: usize,
+        notify: impl FnOnce(),
+        drain_this_cpu: &dyn Fn(),
+    ) {
+        let round = self.request();
+        notify();
+        self.wait(round, me, cpu_count, drain_this_cpu);
+    }
+}
+
+#[cfg(not(loom))]
+impl<const CPUS: usize> Default for ReclaimBroadcast<CPUS> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use core::cell::Cell;
+
+    #[test]
+    fn a_round_is_complete_once_every_other_cpu_served_it() {
+        let broadcast = ReclaimBroadcast::<3>::new();
+        assert!(!broadcast.is_pending(1));
+        let round = broadcast.request();
+        assert!(broadcast.is_pending(1) && broadcast.is_pending(2));
+        assert!(!broadcast.is_complete(round, 0, 3));
+        let drains = Cell::new(0);
+        assert!(broadcast.serve(1, || drains.set(drains.get() + 1)));
+        assert!(!broadcast.serve(1, || drains.set(drains.get() + 1)), "served once");
+        assert!(!broadcast.is_complete(round, 0, 3));
+        broadcast.serve(2, || drains.set(drains.get() + 1));
+        assert!(broadcast.is_complete(round, 0, 3));
+        assert_eq!(drains.get(), 2);
+        // The requester itself was asked too; waiting serves it.
+        broadcast.wait(round, 0, 3, &|| drains.set(drains.get() + 1));
+        assert_eq!(drains.get(), 3);
+    }
+}

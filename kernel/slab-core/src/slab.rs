@@ -1,0 +1,256 @@
+//! Slabs: chunks of `SizeClass::slab_bytes()` from the backend, aligned to
+//! their size, carved into objects of one class for one owner CPU, with a
+//! header in the first cache line. An object's slab (and so its owner and
+//! class) is found by masking the object's address.
+//!
+//! The header's identity (magic, class, owner, capacity) is written once,
+//! when the slab is made, and only read afterwards, by any CPU, without the
+//! lock. Its state (free list, counts, partial-list links) is touched only
+//! under the global lock, through [`SlabLists::state`], whose `&mut self`
+//! is the proof.
+
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+
+use crate::magazine::Magazine;
+use crate::platform::MAX_CPUS;
+use crate::size_class::{NUM_CLASSES, SLAB_HEADER_BYTES, SizeClass};
+
+/// Mixed with the slab's address into `SlabIdentity::magic`, so a debug
+/// mode can tell a slab header from arbitrary memory (invalid frees).
+const SLAB_MAGIC: usize = 0x51ab_c0de_5eed_f00d;
+
+/// What a slab is; never changes while the slab lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlabIdentity {
+    pub(crate) magic: usize,
+    pub(crate) class: SizeClass,
+    pub(crate) owner: u16,
+    pub(crate) capacity: u16,
+}
+
+/// A slab's mutable bookkeeping (global lock held).
+#[derive(Debug)]
+pub(crate) struct SlabState {
+    /// Objects given back to the slab, ready to hand out again.
+    free: Magazine,
+    /// Objects handed out from the never-used tail so far (lazy carving:
+    /// a fresh slab is not written beyond its header).
+    carved: u16,
+    /// Objects outside the slab: in some CPU cache or allocated. The slab
+    /// goes back to the backend when this drops to zero.
+    outstanding: u16,
+    prev: Option<SlabRef>,
+    next: Option<SlabRef>,
+}
+
+#[repr(C)]
+struct SlabHeader {
+    identity: SlabIdentity,
+    state: UnsafeCell<SlabState>,
+}
+
+const _: () = assert!(size_of::<SlabHeader>() <= SLAB_HEADER_BYTES);
+
+/// A live slab (its header's address, which is the slab's base).
+///
+/// Invariant: points to a header written by [`SlabRef::init`] whose slab has
+/// not been released since; the constructors are `unsafe` and promise it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlabRef(NonNull<SlabHeader>);
+
+impl SlabRef {
+    /// Writes a fresh header into `base` and returns the new slab.
+    ///
+    /// # Safety
+    /// `base` must be a block of `class.slab_bytes()` bytes aligned to that
+    /// size, owned by the caller and handed over to the slab.
+    pub(crate) unsafe fn init(base: NonNull<u8>, class: SizeClass, owner: usize) -> SlabRef {
+        let header = base.cast::<SlabHeader>();
+        let identity = SlabIdentity {
+            magic: SLAB_MAGIC ^ base.addr().get(),
+            class,
+            owner: owner as u16,
+            capacity: class.objects_per_slab() as u16,
+        };
+        let state = SlabState {
+            free: Magazine::new(),
+            carved: 0,
+            outstanding: 0,
+            prev: None,
+            next: None,
+        };
+        // SAFETY: the caller hands over the block, which is large and aligned
+        // enough for the header (checked by the static assertion above).
+        unsafe {
+            header.write(SlabHeader {
+                identity,
+                state: UnsafeCell::new(state),
+            })
+        };
+        SlabRef(header)
+    }
+
+    /// The slab `object` was carved from.
+    ///
+    /// # Safety
+    /// `object` must have been handed out from a slab of `class` (by
+    /// [`SlabLists::take_object`]) and not given back since, so the slab is
+    /// live.
+    #[inline]
+    pub(crate) unsafe fn containing(object: NonNull<u8>, class: SizeClass) -> SlabRef {
+        let offset = object.addr().get() & (class.slab_bytes() - 1);
+        // SAFETY: slabs are aligned to their size, so stepping back by the
+        // offset within it lands on the slab's base, inside the same block;
+        // the caller promises that block is a live slab.
+        SlabRef(unsafe { object.byte_sub(offset) }.cast())
+    }
+
+    /// The slab's base address (for giving it back to the backend).
+    pub(crate) fn base(self) -> NonNull<u8> {
+        self.0.cast()
+    }
+
+    /// What the slab is (read without the lock: it never changes).
+    #[inline]
+    pub(crate) fn identity(self) -> SlabIdentity {
+        // SAFETY: by the type's invariant the header is live; the identity
+        // was written before the slab was published and is never written
+        // again, so reading it races with nothing. No reference to the
+        // state, which others may be writing, is made.
+        unsafe { (*self.0.as_ptr()).identity }
+    }
+}
+
+/// Per owner CPU and size class, the list of that CPU's slabs that have
+/// objects to hand out; and the only way to reach a slab's state.
+///
+/// Lives inside the global lock, so `&mut SlabLists` proves the lock is
+/// held, and borrowing one slab's state from it excludes every other.
+pub(crate) struct SlabLists {
+    partial: [[Option<SlabRef>; NUM_CLASSES]; MAX_CPUS],
+    slabs: usize,
+}
+
+// SAFETY: the raw slab pointers lead to headers that, apart from the
+// immutable identity, are only touched through `&mut SlabLists`, i.e. by
+// whoever holds the lock around it, on whatever CPU that is.
+unsafe impl Send for SlabLists {}
+
+impl SlabLists {
+    pub(crate) const fn new() -> Self {
+        Self {
+            partial: [[None; NUM_CLASSES]; MAX_CPUS],
+            slabs: 0,
+        }
+    }
+
+    /// How many slabs are live.
+    pub(crate) fn slab_count(&self) -> usize {
+        self.slabs
+    }
+
+    /// The state of `slab`, exclusively borrowed from the lists.
+    #[inline]
+    fn state(&mut self, slab: SlabRef) -> &mut SlabState {
+        // SAFETY: the slab is live (type invariant). Its state is only ever
+        // reached through this method, and `&mut self` is unique: held under
+        // the global lock, and borrowed mutably for the result's lifetime, so
+        // no other state reference can exist at the same time.
+        unsafe { &mut *(*slab.0.as_ptr()).state.get() }
+    }
+
+    /// The first of `owner`'s slabs of `class` with an object to hand out.
+    pub(crate) fn first_partial(&self, owner: usize, class: SizeClass) -> Option<SlabRef> {
+        self.partial[owner][class.index()]
+    }
+
+    /// Registers a slab just made by [`SlabRef::init`] as partial.
+    pub(crate) fn adopt(&mut self, slab: SlabRef) {
+        self.slabs += 1;
+        self.link(slab);
+    }
+
+    /// Hands out one object of `slab`, or `None` if it has none left (then
+    /// it is also unlinked from its partial list).
+    pub(crate) fn take_object(&mut self, slab: SlabRef) -> Option<NonNull<u8>> {
+        let identity = slab.identity();
+        let class = identity.class;
+        let state = self.state(slab);
+        let object = if let Some(object) = state.free.pop() {
+            object
+        } else if state.carved < identity.capacity {
+            let offset = class.first_object_offset() + state.carved as usize * class.size();
+            state.carved += 1;
+            // SAFETY: `carved < capacity`, so the object lies wholly inside
+            // the slab (`objects_per_slab` fits it), which is one block.
+            unsafe { slab.base().byte_add(offset) }
+        } else {
+            return None;
+        };
+        state.outstanding += 1;
+        let exhausted = state.free.is_empty() && state.carved == identity.capacity;
+        if exhausted {
+            self.unlink(slab);
+        }
+        Some(object)
+    }
+
+    /// Takes `object` back into its slab. Returns the slab if it is now
+    /// entirely free (unlinked, ready for [`Self::release`]).
+    ///
+    /// # Safety
+    /// `object` must have been handed out by [`Self::take_object`] from a
+    /// slab of `class` and be given back once, owned by nobody now.
+    pub(crate) unsafe fn give_back(
+        &mut self,
+        object: NonNull<u8>,
+        class: SizeClass,
+    ) -> Option<SlabRef> {
+        // SAFETY: forwarded from the caller: the object is outstanding, so
+        // its slab is live.
+        let slab = unsafe { SlabRef::containing(object, class) };
+        let state = self.state(slab);
+        let was_exhausted = state.free.is_empty() && state.carved == slab.identity().capacity;
+        // SAFETY: the caller hands the object over; it is an aligned object
+        // of at least 16 bytes.
+        unsafe { state.free.push(object) };
+        state.outstanding -= 1;
+        let empty = state.outstanding == 0;
+        if was_exhausted {
+            self.link(slab);
+        }
+        if empty {
+            self.unlink(slab);
+            self.slabs -= 1;
+            Some(slab)
+        } else {
+            None
+        }
+    }
+
+    fn link(&mut self, slab: SlabRef) {
+        let SlabIdentity { owner, class, .. } = slab.identity();
+        let head = &mut self.partial[owner as usize][class.index()];
+        let old_head = head.replace(slab);
+        let state = self.state(slab);
+        state.prev = None;
+        state.next = old_head;
+        if let Some(next) = old_head {
+            self.state(next).prev = Some(slab);
+        }
+    }
+
+    fn unlink(&mut self, slab: SlabRef) {
+        let SlabIdentity { owner, class, .. } = slab.identity();
+        let state = self.state(slab);
+        let (prev, next) = (state.prev.take(), state.next.take());
+        match prev {
+            Some(prev) => self.state(prev).next = next,
+            None => self.partial[owner as usize][class.index()] = next,
+        }
+        if let Some(next) = next {
+            self.state(next).prev = prev;
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! Instrumentation: the always-on counters each CPU keeps on its own cache
+//! lines (written only by that CPU with plain Relaxed load + store, never a
+//! read-modify-write; read by anyone with Relaxed loads), the snapshot types
+//! built from them (`ClassStats`, `CpuStats`, `CpuSummary`, `HeapStats`),
+//! the readable report and the one-line `HEAPSTATS` JSON.
+
+use core::fmt::{self, Write as _};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::central::HeapUsage;
+use crate::mode::Mode;
+use crate::platform::MAX_CPUS;
+use crate::size_class::{NUM_CLASSES, SizeClass};
+
+/// A counter only its owning CPU writes (with interrupts masked, so the
+/// load + store pair cannot interleave with another writer), and anyone reads.
+#[derive(Debug)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn set(&self, value: u64) {
+        self.0.store(value, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn raise_to(&self, value: u64) {
+        if value > self.0.load(Relaxed) {
+            self.0.store(value, Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// One CPU's counters for one size class.
+#[derive(Debug)]
+pub(crate) struct ClassCounters {
+    pub(crate) allocs: Counter,
+    pub(crate) frees: Counter,
+    pub(crate) cache_hits: Counter,
+    pub(crate) refills: Counter,
+    pub(crate) flushes: Counter,
+    pub(crate) cross_cpu_frees: Counter,
+    pub(crate) cached_objects: Counter,
+}
+
+impl ClassCounters {
+    const fn new() -> Self {
+        Self {
+            allocs: Counter::new(),
+            frees: Counter::new(),
+            cache_hits: Counter::new(),
+            refills: Counter::new(),
+            flushes: Counter::new(),
+            cross_cpu_frees: Counter::new(),
+            cached_objects: Counter::new(),
+        }
+    }
+}
+
+/// One CPU's record of its own acquisitions of the global lock.
+#[derive(Debug)]
+pub(crate) struct LockCounters {
+    pub(crate) acquisitions: Counter,
+    pub(crate) contended: Counter,
+    pub(crate) wait_cycles: Counter,
+    pub(crate) max_wait_cycles: Counter,
+    pub(crate) hold_cycles: Counter,
+}
+
+/// Everything one CPU counts.
+#[derive(Debug)]
+pub(crate) struct CpuCounters {
+    pub(crate) classes: [ClassCounters; NUM_CLASSES],
+    pub(crate) large_allocs: Counter,
+    pub(crate) large_frees: Counter,
+    pub(crate) lock: LockCounters,
+}
+
+impl CpuCounters {
+    pub(crate) const fn new() -> Self {
+        Self {
+            classes: [const { ClassCounters::new() }; NUM_CLASSES],
+            large_allocs: Counter::new(),
+            large_frees: Counter::new(),
+            lock: LockCounters {
+                acquisitions: Counter::new(),
+                contended: Counter::new(),
+                wait_cycles: Counter::new(),
+                max_wait_cycles: Counter::new(),
+                hold_cycles: Counter::new(),
+            },
+        }
+    }
+
+    pub(crate) fn snapshot(&self, cpu: usize) -> CpuStats {
+        let mut classes = [ClassStats::default(); NUM_CLASSES];
+        for (stats, (counters, class)) in classes
+            .iter_mut()
+            .zip(self.classes.iter().zip(SizeClass::ALL))
+        {
+            *stats = ClassStats {
+                allocs: counters.allocs.get(),
+                frees: counters.frees.get(),
+                cache_hits: counters.cache_hits.get(),
+                refills: counters.refills.get(),
+                flushes: counters.flushes.get(),
+                cross_cpu_frees: counters.cross_cpu_frees.get(),
+                cached_bytes: counters.cached_objects.get() * class.size() as u64,
+            };
+        }
+        CpuStats {
+            cpu,
+            classes,
+            large_allocs: self.large_allocs.get(),
+            large_frees: self.large_frees.get(),
+            lock: LockStats {
+                acquisitions: self.lock.acquisitions.get(),
+                contended: self.lock.contended.get(),
+                wait_cycles: self.lock.wait_cycles.get(),
+                max_wait_cycles: self.lock.max_wait_cycles.get(),
+                hold_cycles: self.lock.hold_cycles.get(),
+            },
+        }
+    }
+}
+
+/// One CPU's figures for one size class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Objects allocated (successfully).
+    pub allocs: u64,
+    /// Objects freed.
+    pub frees: u64,
+    /// Allocations and frees served without the global lock.
+    pub cache_hits: u64,
+    /// Allocations that refilled the CPU's magazine under the lock.
+    pub refills: u64,
+    /// Frees that flushed a full magazine or outbox under the lock.
+    pub flushes: u64,
+    /// Frees of objects another CPU allocated.
+    pub cross_cpu_frees: u64,
+    /// Bytes of free objects the CPU holds now.
+    pub cached_bytes: u64,
+}
+
+/// Figures of the global lock (one CPU's acquisitions, or everyone's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LockStats {
+    /// Times the lock was taken.
+    pub acquisitions: u64,
+    /// Times the first `try_lock` failed and the CPU had to spin.
+    pub contended: u64,
+    /// Cycles spent spinning for the lock.
+    pub wait_cycles: u64,
+    /// Longest single wait, in cycles.
+    pub max_wait_cycles: u64,
+    /// Cycles the lock was held.
+    pub hold_cycles: u64,
+}
+
+impl LockStats {
+    fn accumulate(&mut self, other: &LockStats) {
+        self.acquisitions += other.acquisitions;
+        self.contended += other.contended;
+        self.wait_cycles += other.wait_cycles;
+        self.max_wait_cycles = self.max_wait_cycles.max(other.max_wait_cycles);
+        self.hold_cycles += other.hold_cycles;
+    }
+}
+
+/// One CPU's full figures: per size class, large objects and the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuStats {
+    /// The CPU's index.
+    pub cpu: usize,
+    /// Per size class, in `SizeClass::ALL` order.
+    pub classes: [ClassStats; NUM_CLASSES],
+    /// Allocations served by the backend directly (large, or locked mode).
+    pub large_allocs: u64,
+    /// Frees to the backend directly.
+    pub large_frees: u64,
+    /// This CPU's acquisitions of the global lock.
+    pub lock: LockStats,
+}
+
+impl CpuStats {
+    /// The per-CPU line of `HeapStats`.
+    pub fn summary(&self) -> CpuSummary {
+        let mut summary = CpuSummary {
+            cpu: self.cpu,
+            large_ops: self.large_allocs + self.large_frees,
+            lock: self.lock,
+            ..CpuSummary::default()
+        };
+        for class in &self.classes {
+            summary.small_ops += class.allocs + class.frees;
+            summary.cache_hits += class.cache_hits;
+            summary.refills += class.refills;
+            summary.flushes += class.flushes;
+            summary.cross_cpu_frees += class.cross_cpu_frees;
+            summary.cached_bytes += class.cached_bytes;
+        }
+        summary
+    }
+}
+
+/// One CPU's totals (or, in `HeapStats::total`, everyone's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuSummary {
+    /// The CPU's index (0 in the total).
+    pub cpu: usize,
+    /// Allocations plus frees of small size classes.
+    pub small_ops: u64,
+    /// Small operations served without the global lock.
+    pub cache_hits: u64,
+    /// Magazine refills (each one lock acquisition).
+    pub refills: u64,
+    /// Magazine and outbox flushes (each one lock acquisition).
+    pub flushes: u64,
+    /// Frees of objects allocated on another CPU.
+    pub cross_cpu_frees: u64,
+    /// Bytes of free objects held in CPU caches now.
+    pub cached_bytes: u64,
+    /// Allocations plus frees served by the backend directly.
+    pub large_ops: u64,
+    /// Global lock figures.
+    pub lock: LockStats,
+}
+
+impl CpuSummary {
+    fn accumulate(&mut self, other: &CpuSummary) {
+        self.small_ops += other.small_ops;
+        self.cache_hits += other.cache_hits;
+        self.refills += other.refills;
+        self.flushes += other.flushes;
+        self.cross_cpu_frees += other.cross_cpu_frees;
+        self.cached_bytes += other.cached_bytes;
+        self.large_ops += other.large_ops;
+        self.lock.accumulate(&other.lock);
+    }
+}
+
+/// A snapshot of the whole heap (about 7 KiB: put it in a static or on a
+/// big enough stack).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeapStats {
+    /// The heap's mode.
+    pub mode: Mode,
+    /// CPUs online (`Platform::cpu_count`); `per_cpu()` has this many.
+    pub cpus: usize,
+    /// The backend's usage.
+    pub heap: HeapUsage,
+    /// Sum over the CPUs (`max_wait_cycles` is the maximum).
+    pub total: CpuSummary,
+    per_cpu: [CpuSummary; MAX_CPUS],
+}
+
+impl HeapStats {
+    pub(crate) fn new(mode: Mode, heap: HeapUsage, cpus: usize) -> Self {
+        Self {
+            mode,
+            cpus: cpus.min(MAX_CPUS),
+            heap,
+            total: CpuSummary::default(),
+            per_cpu: [CpuSummary::default(); MAX_CPUS],
+        }
+    }
+
+    pub(crate) fn record_cpu(&mut self, summary: CpuSummary) {
+        self.total.accumulate(&summary);
+        if let Some(slot) = self.per_cpu.get_mut(summary.cpu) {
+            *slot = summary;
+        }
+    }
+
+    /// Each online CPU's totals.
+    pub fn per_cpu(&self) -> &[CpuSummary] {
+        &self.per_cpu[..self.cpus]
+    }
+
+    /// Writes the one-line JSON object the kernel prints as
+    /// `HEAPSTATS {json}`. Keys come in a fixed order: `alloc`, `cpus`,
+    /// `small_ops`, `cache_hits`, `lock_acquisitions`, `lock_contended`,
+    /// `lock_wait_cycles`, `lock_hold_cycles`, `heap_used_bytes`,
+    /// `heap_free_bytes`, `heap_peak_bytes`, `cached_bytes`,
+    /// `cross_cpu_frees`, then `lock_max_wait_cycles`, `refills`, `flushes`,
+    /// `large_ops`, `slabs`, and last `per_cpu`, an array of objects with
+    /// `cpu` and the same per-CPU figures in the same order.
+    pub fn write_json(&self, out: &mut dyn fmt::Write) -> fmt::Result {
+        write!(
+            out,
+            "{{\"alloc\":\"{}\",\"cpus\":{}",
+            self.mode.name(),
+            self.cpus
+        )?;
+        let t = &self.total;
+        write!(
+            out,
+            ",\"small_ops\":{},\"cache_hits\":{},\"lock_acquisitions\":{},\"lock_contended\":{}\
+             ,\"lock_wait_cycles\":{},\"lock_hold_cycles\":{}",
+            t.small_ops,
+            t.cache_hits,
+            t.lock.acquisitions,
+            t.lock.contended,
+            t.lock.wait_cycles,
+            t.lock.hold_cycles
+        )?;
+        write!(
+            out,
+            ",\"heap_used_bytes\":{},\"heap_free_bytes\":{},\"heap_peak_bytes\":{}",
+            self.heap.used_bytes, self.heap.free_bytes, self.heap.peak_bytes
+        )?;
+        write!(
+            out,
+            ",\"cached_bytes\":{},\"cross_cpu_frees\":{},\"lock_max_wait_cycles\":{}\
+             ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"slabs\":{},\"per_cpu\":[",
+            t.cached_bytes,
+            t.cross_cpu_frees,
+            t.lock.max_wait_cycles,
+            t.refills,
+            t.flushes,
+            t.large_ops,
+            self.heap.slabs
+        )?;
+        for (i, cpu) in self.per_cpu().iter().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            write!(
+                out,
+                "{{\"cpu\":{},\"small_ops\":{},\"cache_hits\":{},\"lock_acquisitions\":{}\
+                 ,\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{}\
+                 ,\"cached_bytes\":{},\"cross_cpu_frees\":{},\"lock_max_wait_cycles\":{}\
+                 ,\"refills\":{},\"flushes\":{},\"large_ops\":{}}}",
+                cpu.cpu,
+                cpu.small_ops,
+                cpu.cache_hits,
+                cpu.lock.acquisitions,
+                cpu.lock.contended,
+                cpu.lock.wait_cycles,
+                cpu.lock.hold_cycles,
+                cpu.cached_bytes,
+                cpu.cross_cpu_frees,
+                cpu.lock.max_wait_cycles,
+                cpu.refills,
+                cpu.flushes,
+                cpu.large_ops
+            )?;
+        }
+        out.write_str("]}")
+    }
+
+    /// The JSON object as something to `write!`/`format_args!` with.
+    pub fn json(&self) -> impl fmt::Display + '_ {
+        struct Json<'a>(&'a HeapStats);
+        impl fmt::Display for Json<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.write_json(f)
+            }
+        }
+        Json(self)
+    }
+}
+
+/// Percentage with one decimal, as `12.3`.
+struct Percent(u64, u64);
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tenths = (self.0 * 1000).checked_div(self.1).unwrap_or(0);
+        let mut buf = [0u8; 24];
+        let mut cursor = Cursor(&mut buf, 0);
+        write!(cursor, "{}.{}", tenths / 10, tenths % 10)?;
+        let len = cursor.1;
+        // `pad` honours the width and alignment the caller asked for.
+        f.pad(core::str::from_utf8(&buf[..len]).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// A tiny `fmt::Write` into a byte buffer (no alloc).
+struct Cursor<'a>(&'a mut [u8], usize);
+
+impl fmt::Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.1 + s.len();
+        self.0
+            .get_mut(self.1..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.1 = end;
+        Ok(())
+    }
+}
+
+impl fmt::Display for HeapStats {
+    /// The heap line and a table with one row per CPU and a total row.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "heap: mode {}, {} cpus, used {} B, free {} B, peak {} B, {} slabs",
+            self.mode,
+            self.cpus,
+            self.heap.used_bytes,
+            self.heap.free_bytes,
+            self.heap.peak_bytes,
+            self.heap.slabs
+        )?;
+        writeln!(
+            f,
+            "{:>5} {:>12} {:>12} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>12} {:>10} {:>12}",
+            "cpu",
+            "small_ops",
+            "cache_hits",
+            "hit%",
+            "refills",
+            "flushes",
+            "cross_free",
+            "cached_B",
+            "large_ops",
+            "lock_acq",
+            "contended",
+            "wait_cyc",
+            "max_wait",
+            "hold_cyc"
+        )?;
+        let row = |f: &mut fmt::Formatter<'_>, label: &dyn fmt::Display, s: &CpuSummary| {
+            writeln!(
+                f,
+                "{:>5} {:>12} {:>12} {:>6} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>9} {:>12} {:>10} {:>12}",
+                label,
+                s.small_ops,
+                s.cache_hits,
+                Percent(s.cache_hits, s.small_ops),
+                s.refills,
+                s.flushes,
+                s.cross_cpu_frees,
+                s.cached_bytes,
+                s.large_ops,
+                s.lock.acquisitions,
+                s.lock.contended,
+                s.lock.wait_cycles,
+                s.lock.max_wait_cycles,
+                s.lock.hold_cycles
+            )
+        };
+        for cpu in self.per_cpu() {
+            row(f, &cpu.cpu, cpu)?;
+        }
+        row(f, &"total", &self.total)
+    }
+}
+
+impl fmt::Display for CpuStats {
+    /// A header line for the CPU and a table with one row per size class
+    /// that saw any use.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "cpu {}: lock {} acquisitions ({} contended), wait {} cycles (max {}), hold {} cycles; large {} allocs, {} frees",
+            self.cpu,
+            self.lock.acquisitions,
+            self.lock.contended,
+            self.lock.wait_cycles,
+            self.lock.max_wait_cycles,
+            self.lock.hold_cycles,
+            self.large_allocs,
+            self.large_frees
+        )?;
+        writeln!(
+            f,
+            "{:>6} {:>12} {:>12} {:>12} {:>9} {:>9} {:>10} {:>10}",
+            "class", "allocs", "frees", "cache_hits", "refills", "flushes", "cross_free", "cached_B"
+        )?;
+        for (class, s) in SizeClass::ALL.iter().zip(&self.classes) {
+            if *s == ClassStats::default() {
+                continue;
+            }
+            writeln!(
+                f,
+                "{:>6} {:>12} {:>12} {:>12} {:>9} {:>9} {:>10} {:>10}",
+                class.size(),
+                s.allocs,
+                s.frees,
+                s.cache_hits,
+                s.refills,
+                s.flushes,
+                s.cross_cpu_frees,
+                s.cached_bytes
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::String;
+
+    fn sample() -> HeapStats {
+        let usage = HeapUsage {
+            used_bytes: 100,
+            free_bytes: 900,
+            peak_bytes: 150,
+            slabs: 1,
+        };
+        let mut stats = HeapStats::new(Mode::Slab, usage, 2);
+        for cpu in 0..2u64 {
+            stats.record_cpu(CpuSummary {
+                cpu: cpu as usize,
+                small_ops: 10 + cpu,
+                cache_hits: 8,
+                refills: 1,
+                flushes: 1,
+                cross_cpu_frees: cpu,
+                cached_bytes: 64,
+                large_ops: 2,
+                lock: LockStats {
+                    acquisitions: 4,
+                    contended: cpu,
+                    wait_cycles: 7,
+                    max_wait_cycles: 5 + cpu,
+                    hold_cycles: 30,
+                },
+            });
+        }
+        stats
+    }
+
+    #[test]
+    fn json_has_the_keys_in_order_and_sums() {
+        let mut json = String::new();
+        sample().write_json(&mut json).unwrap();
+        let expected = concat!(
+            r#"{"alloc":"slab","cpus":2,"small_ops":21,"cache_hits":16,"lock_acquisitions":8,"#,
+            r#""lock_contended":1,"lock_wait_cycles":14,"lock_hold_cycles":60,"heap_used_bytes":100,"#,
+            r#""heap_free_bytes":900,"heap_peak_bytes":150,"cached_bytes":128,"cross_cpu_frees":1,"#,
+            r#""lock_max_wait_cycles":6,"refills":2,"flushes":2,"large_ops":4,"slabs":1,"per_cpu":["#,
+            r#"{"cpu":0,"small_ops":10,"cache_hits":8,"lock_acquisitions":4,"lock_contended":0,"#,
+            r#""lock_wait_cycles":7,"lock_hold_cycles":30,"cached_bytes":64,"cross_cpu_frees":0,"#,
+            r#""lock_max_wait_cycles":5,"refills":1,"flushes":1,"large_ops":2},"#,
+            r#"{"cpu":1,"small_ops":11,"cache_hits":8,"lock_acquisitions":4,"lock_contended":1,"#,
+            r#""lock_wait_cycles":7,"lock_hold_cycles":30,"cached_bytes":64,"cross_cpu_frees":1,"#,
+            r#""lock_max_wait_cycles":6,"refills":1,"flushes":1,"large_ops":2}]}"#
+        );
+        assert_eq!(json, expected);
+        assert!(!json.contains('\n'));
+        assert_eq!(std::format!("{}", sample().json()), expected);
+    }
+
+    #[test]
+    fn report_has_a_row_per_cpu_and_a_total() {
+        let text = std::format!("{}", sample());
+        assert!(text.starts_with("heap: mode slab, 2 cpus, used 100 B"));
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.lines().last().unwrap().trim_start().starts_with("total"));
+        assert!(text.contains(" 76.1 "), "hit rate of 16/21: {text}");
+    }
+
+    #[test]
+    fn counters_add_set_and_raise() {
+        let counter = Counter::new();
+        counter.add(3);
+        counter.add(4);
+        assert_eq!(counter.get(), 7);
+        counter.raise_to(5);
+        assert_eq!(counter.get(), 7);
+        counter.raise_to(9);
+        counter.set(2);
+        assert_eq!(counter.get(), 2);
+    }
+}
