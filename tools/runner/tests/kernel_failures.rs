@@ -1,0 +1,125 @@
+//! End to end with the real kernel: test kernels that fail on purpose
+//! (`kernel/examples`) must make the runner exit non-zero with a clear
+//! reason. Each is booted as a test binary (copied into a `deps` folder) so
+//! the libtest summary line is checked too.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Builds the kernel's example binaries once; returns their folder.
+fn examples_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = repo_root();
+        let status = Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "kernel",
+                "--examples",
+                "--target",
+                BARE_METAL_TARGET,
+            ])
+            .arg("--target-dir")
+            .arg(root.join("target"))
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the kernel's example binaries failed"
+        );
+        root.join("target")
+            .join(BARE_METAL_TARGET)
+            .join("debug/examples")
+    })
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+}
+
+impl Run {
+    fn line_containing(&self, needle: &str) -> Option<&str> {
+        self.stdout.lines().find(|line| line.contains(needle))
+    }
+}
+
+/// Boots example `name` as a test binary with the runner and `args`.
+fn boot_as_test(name: &str, args: &[&str]) -> Run {
+    let deps = tempfile::tempdir().unwrap();
+    let test_dir = deps.path().join("deps");
+    std::fs::create_dir(&test_dir).unwrap();
+    let kernel = test_dir.join(format!("{name}-0123456789abcdef"));
+    std::fs::copy(examples_dir().join(name), &kernel).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg(&kernel)
+        .args(args)
+        .env_remove("RUNNER_PVH_LOADER")
+        .output()
+        .expect("the runner runs");
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into(),
+    };
+    eprintln!("--- {name} {args:?} -> {:?}\n{}", run.code, run.stdout);
+    eprintln!("--- stderr\n{}", String::from_utf8_lossy(&output.stderr));
+    run
+}
+
+#[test]
+fn a_failing_kernel_test_fails_the_run_and_is_named() {
+    let run = boot_as_test("failing_test", &["--smp", "2"]);
+    assert_eq!(run.code, Some(1), "exit code of a failing kernel test");
+    assert!(
+        run.line_containing("Initiating test 0x01 fails_on_purpose... [Fail]")
+            .is_some()
+    );
+    let panic = run
+        .line_containing("PANIC cpu=0 at")
+        .expect("the panic is reported");
+    assert!(panic.contains("deliberate failure"), "panic line: {panic}");
+    let summary = run
+        .line_containing("test result: FAILED.")
+        .expect("libtest summary line");
+    assert!(summary.contains("1 passed; 2 failed"), "summary: {summary}");
+}
+
+#[test]
+fn a_panicking_application_processor_fails_the_run_and_is_named() {
+    let run = boot_as_test("ap_panic", &["--smp", "4"]);
+    assert_eq!(run.code, Some(1), "exit code when an AP panics");
+    let panic = run
+        .line_containing("PANIC cpu=1 at")
+        .expect("the panic names CPU 1");
+    assert!(
+        panic.contains("deliberate panic on an application processor"),
+        "panic line: {panic}"
+    );
+    assert!(run.line_containing("test result: FAILED.").is_some());
+}
+
+#[test]
+fn a_hanging_kernel_test_times_out() {
+    let run = boot_as_test("hanging_test", &["--smp", "2", "--timeout", "5"]);
+    assert_eq!(run.code, Some(124), "exit code of a timeout");
+    assert!(
+        run.line_containing("timeout").is_some(),
+        "the runner says timeout"
+    );
+    assert!(run.line_containing("test result: FAILED.").is_some());
+}
