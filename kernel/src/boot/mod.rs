@@ -115,6 +115,9 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         timestamp_hz,
     });
     print_boot_record(info);
+    // From here on the bootstrap CPU runs with interrupts on, like the
+    // others do when they run a job.
+    arch::interrupts::enable();
     exit(main(info))
 }
 

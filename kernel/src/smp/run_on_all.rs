@@ -4,7 +4,8 @@
 //! panic handler, which names that CPU.
 //!
 //! Idle application processors wait in [`serve_jobs`], halted until a
-//! wake-up IPI, so they cost the host nothing under emulation.
+//! wake-up IPI, so they cost the host nothing under emulation. Jobs run with
+//! local interrupts enabled on every CPU.
 use core::{
     cell::UnsafeCell,
     sync::atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -137,7 +138,11 @@ pub(super) fn serve_jobs() -> ! {
         let generation = GENERATION.load(Ordering::Acquire);
         if generation != seen {
             seen = generation;
+            // Jobs run with interrupts on, as main does on CPU 0: IPIs (heap
+            // reclaim) and timer interrupts must reach a busy CPU.
+            interrupts::enable();
             run_job(online_cpus());
+            interrupts::disable();
         } else {
             interrupts::wait_for_interrupt();
         }

@@ -44,6 +44,16 @@ pub fn wait_for_interrupt() {
     interrupts::disable();
 }
 
+/// Enables local interrupts.
+pub fn enable() {
+    interrupts::enable();
+}
+
+/// Masks local interrupts.
+pub fn disable() {
+    interrupts::disable();
+}
+
 /// Whether local interrupts are enabled.
 pub fn enabled() -> bool {
     interrupts::are_enabled()
