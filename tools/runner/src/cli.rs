@@ -19,7 +19,9 @@ pub const DEFAULT_RUN_TIMEOUT_S: u64 = 600;
     args_override_self = true,
     after_help = "Every KEY=VALUE argument goes on the kernel's command line. \
                   Exit codes: 0 success, 1 failure or no verdict, 2 runner error, \
-                  3 kernel heap exhausted, 124 timeout (see docs/runner.md)."
+                  3 kernel heap exhausted, 124 timeout (see docs/runner.md). \
+                  Benchmarks: `runner KERNEL_ELF bench --help`, `runner KERNEL_ELF profile --help` \
+                  (docs/benchmarks-tool.md)."
 )]
 pub struct Cli {
     /// The kernel ELF; one in a `deps` folder is a test binary.

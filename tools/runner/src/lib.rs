@@ -1,17 +1,20 @@
 //! The host-side runner: boots a kernel ELF in QEMU (through the PVH loader
 //! or a Limine ISO), streams its serial console, and turns the kernel's
 //! verdict (`docs/interface.md`) into an exit code. `runner` (main.rs) is a
-//! thin command-line front end over [`run::run`]; other tools (a future
-//! `runner bench`, integration tests) call [`boot::boot`] directly.
+//! thin command-line front end over [`run::run`] and the `bench` and
+//! `profile` subcommands ([`bench::run`], [`profile::run`]), which call
+//! [`boot::boot`] once per boot.
 #![forbid(unsafe_code)]
 
 pub mod accel;
+pub mod bench;
 pub mod boot;
 pub mod cleanup;
 pub mod cli;
 pub mod iso;
 pub mod loader;
 pub mod outcome;
+pub mod profile;
 pub mod qemu;
 pub mod run;
 pub mod serial;

@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// How long the KVM probe boot may take.
-const PROBE_LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const PROBE_LIMIT: Duration = Duration::from_secs(20);
 /// Serial lines shown again after a timeout.
 const TAIL_LINES: usize = 20;
 
@@ -40,7 +40,7 @@ pub fn run(cli: &Cli, epoch: Instant) -> i32 {
 }
 
 /// Where each boot's media come from.
-enum MediaSource {
+pub(crate) enum MediaSource {
     Pvh {
         loader: PathBuf,
     },
@@ -53,7 +53,7 @@ enum MediaSource {
 
 impl MediaSource {
     /// Builds the PVH loader, or finds the Limine release and `limine.conf`.
-    fn prepare(mode: BootMode, root: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn prepare(mode: BootMode, root: &Path) -> anyhow::Result<Self> {
         match mode {
             BootMode::Pvh => Ok(Self::Pvh {
                 loader: loader::pvh_loader(root)?,
@@ -77,7 +77,7 @@ impl MediaSource {
     }
 
     /// The media for one boot of `kernel` with `cmdline` (an ISO is built in `work`).
-    fn media(&self, kernel: &Path, cmdline: &str, work: &Path) -> anyhow::Result<Media> {
+    pub(crate) fn media(&self, kernel: &Path, cmdline: &str, work: &Path) -> anyhow::Result<Media> {
         match self {
             Self::Pvh { loader } => Ok(Media::Pvh {
                 loader: loader.clone(),
