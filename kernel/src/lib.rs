@@ -4,12 +4,16 @@
 #![no_std]
 #![feature(abi_x86_interrupt)]
 
+extern crate alloc;
+
 pub mod arch;
 pub mod boot;
 pub mod cmdline;
 pub mod console;
 pub mod exit;
 pub mod firmware;
+pub mod heap;
+pub mod jobs;
 pub mod json;
 pub mod memory;
 mod panic;

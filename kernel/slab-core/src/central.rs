@@ -79,7 +79,12 @@ impl<B: Backend> Central<B> {
     /// Fills `magazine` up to `class.magazine_capacity()` with `owner`'s
     /// objects of `class`, carving new slabs as needed. When the backend
     /// runs out of memory the magazine keeps what it got (maybe nothing).
-    pub(crate) fn refill_from_slabs(&mut self, owner: usize, class: SizeClass, magazine: &mut Magazine) {
+    pub(crate) fn refill_from_slabs(
+        &mut self,
+        owner: usize,
+        class: SizeClass,
+        magazine: &mut Magazine,
+    ) {
         while magazine.len() < class.magazine_capacity() {
             let slab = match self.slabs.first_partial(owner, class) {
                 Some(slab) => slab,

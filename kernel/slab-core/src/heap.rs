@@ -180,7 +180,11 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     pub fn drain_local_cpu(&self) {
         let mut local = self.enter_cpu();
         let (caches, masked) = local.parts();
-        if caches.classes.iter().all(|cache| cache.cached_objects() == 0) {
+        if caches
+            .classes
+            .iter()
+            .all(|cache| cache.cached_objects() == 0)
+        {
             return;
         }
         let mut central = self.lock_central(masked);
@@ -314,7 +318,9 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     ) {
         // SAFETY: forwarded from the caller: the object is outstanding, so
         // its slab is live.
-        let owner = unsafe { SlabRef::containing(object, class) }.identity().owner;
+        let owner = unsafe { SlabRef::containing(object, class) }
+            .identity()
+            .owner;
         let cache = &mut caches.classes[class.index()];
         let counters = &masked.counters().classes[class.index()];
         let outcome = if usize::from(owner) == masked.cpu() {

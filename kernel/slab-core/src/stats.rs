@@ -482,7 +482,14 @@ impl fmt::Display for CpuStats {
         writeln!(
             f,
             "{:>6} {:>12} {:>12} {:>12} {:>9} {:>9} {:>10} {:>10}",
-            "class", "allocs", "frees", "cache_hits", "refills", "flushes", "cross_free", "cached_B"
+            "class",
+            "allocs",
+            "frees",
+            "cache_hits",
+            "refills",
+            "flushes",
+            "cross_free",
+            "cached_B"
         )?;
         for (class, s) in SizeClass::ALL.iter().zip(&self.classes) {
             if *s == ClassStats::default() {
@@ -566,7 +573,13 @@ mod tests {
         let text = std::format!("{}", sample());
         assert!(text.starts_with("heap: mode slab, 2 cpus, used 100 B"));
         assert_eq!(text.lines().count(), 5, "{text}");
-        assert!(text.lines().last().unwrap().trim_start().starts_with("total"));
+        assert!(
+            text.lines()
+                .last()
+                .unwrap()
+                .trim_start()
+                .starts_with("total")
+        );
         assert!(text.contains(" 76.1 "), "hit rate of 16/21: {text}");
     }
 

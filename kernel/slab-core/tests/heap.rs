@@ -118,7 +118,10 @@ fn objects_freed_on_another_cpu_are_counted_and_go_home_in_batches() {
     }
     let cpu1 = heap.stats().per_cpu()[1];
     assert_eq!(cpu1.cross_cpu_frees, count as u64);
-    assert_eq!(cpu1.flushes, 2, "the outbox went home twice, one batch each");
+    assert_eq!(
+        cpu1.flushes, 2,
+        "the outbox went home twice, one batch each"
+    );
     assert!(cpu1.cached_bytes > 0, "the last batch waits in the outbox");
     assert_eq!(heap.stats().per_cpu()[0].cross_cpu_frees, 0);
     // Objects come back to their owner: CPU 1 never carved a slab.
@@ -181,7 +184,10 @@ fn cached_memory_per_cpu_and_class_stays_bounded() {
             assert!(cached as usize <= class.max_cached_bytes_per_cpu());
         }
         let cached = heap.cpu_stats(0).unwrap().classes[class.index()].cached_bytes;
-        assert_eq!(cached as usize, 2 * class.magazine_capacity() * class.size());
+        assert_eq!(
+            cached as usize,
+            2 * class.magazine_capacity() * class.size()
+        );
     }
 }
 
@@ -240,7 +246,12 @@ fn out_of_memory_reclaims_what_other_cpus_cache_then_fails_cleanly() {
     let big = layout(300 << 10, 4096);
     let block = heap.alloc(big);
     assert!(!block.is_null(), "reclaim freed the other CPUs' slabs");
-    assert_eq!(heap.platform().reclaim_calls.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        heap.platform()
+            .reclaim_calls
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(heap.stats().total.cached_bytes, 0);
     // Too big even after reclaim: null, nothing broken.
     assert!(heap.alloc(layout(1 << 20, 8)).is_null());
@@ -330,13 +341,24 @@ fn stats_json_and_report_describe_the_heap() {
     // SAFETY: allocated above with `l`.
     unsafe { heap.dealloc(block, l) };
     let json = heap.stats().json().to_string();
-    assert!(json.starts_with(r#"{"alloc":"slab","cpus":2,"small_ops":2,"cache_hits":1,"#), "{json}");
-    assert!(json.contains(r#""per_cpu":[{"cpu":0,"small_ops":0,"#), "{json}");
+    assert!(
+        json.starts_with(r#"{"alloc":"slab","cpus":2,"small_ops":2,"cache_hits":1,"#),
+        "{json}"
+    );
+    assert!(
+        json.contains(r#""per_cpu":[{"cpu":0,"small_ops":0,"#),
+        "{json}"
+    );
     assert!(json.contains(r#"{"cpu":1,"small_ops":2,"#), "{json}");
     assert!(json.ends_with("}]}"));
     let mut report = String::new();
     heap.write_report(&mut report).unwrap();
     assert!(report.starts_with("heap: mode slab, 2 cpus"), "{report}");
     assert!(report.contains("cpu 1: lock"), "{report}");
-    assert!(report.lines().any(|line| line.trim_start().starts_with("64 ")), "{report}");
+    assert!(
+        report
+            .lines()
+            .any(|line| line.trim_start().starts_with("64 ")),
+        "{report}"
+    );
 }

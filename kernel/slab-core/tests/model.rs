@@ -16,10 +16,23 @@ const CPUS: usize = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { cpu: usize, size: usize, align_shift: u32 },
-    Free { cpu: usize, pick: usize },
-    Realloc { cpu: usize, pick: usize, size: usize },
-    Drain { cpu: usize },
+    Alloc {
+        cpu: usize,
+        size: usize,
+        align_shift: u32,
+    },
+    Free {
+        cpu: usize,
+        pick: usize,
+    },
+    Realloc {
+        cpu: usize,
+        pick: usize,
+        size: usize,
+    },
+    Drain {
+        cpu: usize,
+    },
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -56,7 +69,10 @@ impl Model {
         let start = block.addr();
         let end = start + live.layout.size().max(1);
         if let Some((&prev, (_, prev_live))) = self.blocks.range(..=start).next_back() {
-            assert!(prev + prev_live.layout.size().max(1) <= start, "overlaps the block at {prev:#x}");
+            assert!(
+                prev + prev_live.layout.size().max(1) <= start,
+                "overlaps the block at {prev:#x}"
+            );
         }
         if let Some((&next, _)) = self.blocks.range(start..).next() {
             assert!(end <= next, "overlaps the block at {next:#x}");
@@ -80,7 +96,11 @@ fn run(ops: Vec<Op>) {
     for (tag, op) in ops.into_iter().enumerate() {
         let tag = tag as u64;
         match op {
-            Op::Alloc { cpu, size, align_shift } => {
+            Op::Alloc {
+                cpu,
+                size,
+                align_shift,
+            } => {
                 set_cpu(cpu);
                 let layout = Layout::from_size_align(size, 1 << align_shift).unwrap();
                 let block = heap.alloc(layout);
@@ -109,7 +129,10 @@ fn run(ops: Vec<Op>) {
                     assert_eq!(moved.addr() % layout.align(), 0);
                     let kept = live.layout.size().min(size);
                     // SAFETY: the first `kept` bytes were carried over.
-                    assert!(unsafe { holds(moved, kept, live.tag) }, "realloc lost contents");
+                    assert!(
+                        unsafe { holds(moved, kept, live.tag) },
+                        "realloc lost contents"
+                    );
                     // SAFETY: the new block has `size` bytes.
                     unsafe { fill(moved, size, tag) };
                     model.insert(moved, Live { layout, tag });

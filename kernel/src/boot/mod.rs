@@ -18,6 +18,7 @@ use crate::{
     console,
     exit::exit,
     firmware::acpi,
+    heap,
     json::JsonStr,
     memory::frames,
     println, smp, time,
@@ -98,6 +99,9 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         ));
     }
 
+    let (heap_mode, heap_bytes) =
+        heap::init(cmdline).unwrap_or_else(|e| boot_error(format_args!("heap: {e}")));
+
     let info = BOOT_INFO.call_once(|| BootInfo {
         bootloader_name: responses.bootloader_name,
         bootloader_version: responses.bootloader_version,
@@ -113,6 +117,8 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         apic_mode,
         bsp_lapic_id,
         timestamp_hz,
+        heap_mode,
+        heap_bytes,
     });
     print_boot_record(info);
     // From here on the bootstrap CPU runs with interrupts on, like the
@@ -155,7 +161,7 @@ fn usable_regions(entries: &[&limine::memmap::Entry]) -> &'static [MemoryRegion]
 
 fn print_boot_record(info: &BootInfo) {
     println!(
-        "BOOT {{\"bootloader\":{},\"base_revision\":{},\"cpus\":{},\"madt_cpus\":{},\"apic\":\"{}\",\"bsp_lapic_id\":{},\"hhdm\":\"{:#x}\",\"usable_bytes\":{},\"timestamp_hz\":{},\"cmdline\":{}}}",
+        "BOOT {{\"bootloader\":{},\"base_revision\":{},\"cpus\":{},\"madt_cpus\":{},\"apic\":\"{}\",\"bsp_lapic_id\":{},\"hhdm\":\"{:#x}\",\"usable_bytes\":{},\"timestamp_hz\":{},\"alloc\":\"{}\",\"heap_bytes\":{},\"cmdline\":{}}}",
         JsonStr(&info.bootloader()),
         info.base_revision,
         info.cpus,
@@ -165,6 +171,8 @@ fn print_boot_record(info: &BootInfo) {
         info.hhdm_offset,
         info.usable_bytes(),
         info.timestamp_hz,
+        info.heap_mode.name(),
+        info.heap_bytes,
         JsonStr(info.cmdline.raw()),
     );
 }

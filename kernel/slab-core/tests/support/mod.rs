@@ -115,7 +115,8 @@ unsafe impl Send for TestHeap {}
 impl TestHeap {
     /// A slab-mode heap of `bytes` bytes for `cpus` CPUs.
     pub fn new(bytes: usize, cpus: usize, style: ReclaimStyle) -> Box<TestHeap> {
-        let layout = Layout::from_size_align(bytes, 4096).unwrap();
+        // Aligned like the largest slab, so slab padding is the same every run.
+        let layout = Layout::from_size_align(bytes, 64 << 10).unwrap();
         // SAFETY: nonzero size.
         let base = unsafe { alloc(layout) };
         assert!(!base.is_null());

@@ -11,6 +11,8 @@ use crate::smp::{CpuLocalCell, ThisCpu};
 pub const TIMER_VECTOR: u8 = 0x20;
 /// Vector of the IPI that only wakes a halted CPU.
 pub const WAKEUP_VECTOR: u8 = 0xf0;
+/// Vector of the IPI that asks a CPU to drain its heap caches.
+pub const RECLAIM_VECTOR: u8 = 0xf1;
 /// Vector of local APIC errors.
 pub const ERROR_VECTOR: u8 = 0xfe;
 /// Vector of spurious interrupts.

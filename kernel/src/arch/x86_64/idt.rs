@@ -8,7 +8,7 @@ use ::x86_64::{
 use spin::Lazy;
 
 use super::{
-    apic::{self, ERROR_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKEUP_VECTOR},
+    apic::{self, ERROR_VECTOR, RECLAIM_VECTOR, SPURIOUS_VECTOR, TIMER_VECTOR, WAKEUP_VECTOR},
     gdt::{DOUBLE_FAULT_IST_INDEX, NMI_IST_INDEX},
 };
 use crate::smp;
@@ -32,6 +32,7 @@ static IDT: Lazy<InterruptDescriptorTable> = Lazy::new(|| {
     }
     idt[TIMER_VECTOR].set_handler_fn(timer);
     idt[WAKEUP_VECTOR].set_handler_fn(wakeup);
+    idt[RECLAIM_VECTOR].set_handler_fn(reclaim);
     idt[ERROR_VECTOR].set_handler_fn(apic_error);
     idt[SPURIOUS_VECTOR].set_handler_fn(spurious);
     idt
@@ -85,6 +86,11 @@ extern "x86-interrupt" fn timer(_frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn wakeup(_frame: InterruptStackFrame) {
+    smp::with_this_cpu(apic::end_of_interrupt);
+}
+
+extern "x86-interrupt" fn reclaim(_frame: InterruptStackFrame) {
+    crate::heap::on_reclaim_ipi();
     smp::with_this_cpu(apic::end_of_interrupt);
 }
 

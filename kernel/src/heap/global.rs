@@ -1,0 +1,108 @@
+//! The global allocator instance, its set-up at boot from the command line
+//! (`heap=SIZE`, `alloc=slab|locked`), and its reports.
+use core::alloc::{GlobalAlloc, Layout};
+
+use super::{KernelHeap, KernelPlatform};
+use crate::{
+    cmdline::Cmdline,
+    console,
+    memory::heap_region::{self, DEFAULT_HEAP_BYTES, HeapSetupError},
+};
+use slab_core::{HeapStats, Mode};
+
+/// `SlabHeap` as Rust's global allocator.
+struct GlobalHeap(KernelHeap);
+
+#[global_allocator]
+static HEAP: GlobalHeap = GlobalHeap(KernelHeap::new(
+    linked_list_allocator::Heap::empty(),
+    KernelPlatform,
+));
+
+// SAFETY: `SlabHeap::alloc` returns null or a block valid for the layout
+// that overlaps no live block; `dealloc` and `realloc` are forwarded with
+// the caller's guarantees, which are exactly `SlabHeap`'s requirements.
+unsafe impl GlobalAlloc for GlobalHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.0.alloc(layout)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded: `ptr` came from this allocator with `layout`.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded: `ptr` came from this allocator with `layout`
+        // and `new_size` is non-zero and fits `isize` when aligned.
+        unsafe { self.0.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// The kernel heap.
+pub fn heap() -> &'static KernelHeap {
+    &HEAP.0
+}
+
+/// Why the heap could not be set up.
+#[derive(Debug, Clone, Copy)]
+pub enum HeapInitError {
+    Region(HeapSetupError),
+    UnknownMode(&'static str),
+}
+
+impl core::fmt::Display for HeapInitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Region(e) => write!(f, "{e}"),
+            Self::UnknownMode(name) => {
+                write!(f, "alloc={name}: unknown allocator (known: slab, locked)")
+            }
+        }
+    }
+}
+
+/// Maps the heap region and sets the heap up as the command line says.
+/// Returns the mode and the heap's size in bytes.
+pub fn init(cmdline: &Cmdline) -> Result<(Mode, usize), HeapInitError> {
+    let mode_name = cmdline.get("alloc").unwrap_or(Mode::Slab.name());
+    let mode = Mode::from_name(mode_name).ok_or(HeapInitError::UnknownMode(mode_name))?;
+    let bytes = match cmdline.get("heap") {
+        Some(text) => heap_region::parse_size(text).map_err(HeapInitError::Region)?,
+        None => DEFAULT_HEAP_BYTES,
+    };
+    let (start, length) = heap_region::map(bytes).map_err(HeapInitError::Region)?;
+    // SAFETY: `heap_region::map` just mapped `start..start + length`,
+    // writable, for the heap alone; nothing else uses that range.
+    HEAP.0
+        .with_backend(|backend| unsafe { backend.init(start as *mut u8, length) });
+    HEAP.0
+        .set_mode(mode)
+        .expect("the heap is empty at boot, so its mode can be set");
+    Ok((mode, length))
+}
+
+/// A snapshot of the heap's statistics.
+pub fn stats() -> HeapStats {
+    HEAP.0.stats()
+}
+
+/// Prints the readable report: totals, then a table per CPU.
+pub fn print_report() {
+    console::write_fmt(format_args!("{}", ReportLines));
+}
+
+struct ReportLines;
+
+impl core::fmt::Display for ReportLines {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        HEAP.0.write_report(f)
+    }
+}
+
+/// Prints the `HEAPSTATS {json}` record (`docs/interface.md`).
+pub fn print_heapstats_record(stats: &HeapStats) {
+    crate::println!("HEAPSTATS {}", stats.json());
+}
