@@ -148,6 +148,9 @@ pub(crate) struct CpuSlot {
 // through `CpuSlot::enter`, whose contract lets exactly one thread (the
 // slot's CPU, interrupts masked) use them at a time; the counters are atomics.
 unsafe impl Sync for CpuSlot {}
+// SAFETY: the magazines hold pointers to free objects the heap owns;
+// moving the slot (with its heap) moves that ownership along.
+unsafe impl Send for CpuSlot {}
 
 impl CpuSlot {
     pub(crate) const fn new() -> Self {

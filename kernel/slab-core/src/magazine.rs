@@ -34,8 +34,8 @@ impl Magazine {
 
     /// Takes every object out, leaving this magazine empty.
     #[inline]
-    pub(crate) const fn take(&mut self) -> Magazine {
-        core::mem::replace(self, Magazine::new())
+    pub(crate) fn take(&mut self) -> Magazine {
+        core::mem::take(self)
     }
 
     /// Pushes a free object.

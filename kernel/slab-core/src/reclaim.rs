@@ -81,11 +81,18 @@ impl<const CPUS: usize> ReclaimBroadcast<CPUS> {
     }
 
     /// Requester side: spins until `round` is complete, serving rounds aimed
-    /// at `me` with `drain_this_cpu` meanwhile.
+    /// at `me` with `drain_this_cpu` meanwhile, and once more at the end.
+    ///
+    /// A round another CPU opens after this returns is served by `me`'s
+    /// interrupt handler as usual: the kernel's IPI stays pending until
+    /// `me` enables interrupts again (loom found that a requester which
+    /// stops serving when its own round completes can leave a concurrent
+    /// requester waiting forever).
     pub fn wait(&self, round: u64, me: usize, cpu_count: usize, drain_this_cpu: &dyn Fn()) {
         loop {
             self.serve(me, drain_this_cpu);
             if self.is_complete(round, me, cpu_count) {
+                self.serve(me, drain_this_cpu);
                 return;
             }
             spin_loop();
@@ -107,7 +114,6 @@ impl<const CPUS: usize> ReclaimBroadcast<CPUS> {
     }
 }
 
-#[cfg(not(loom))]
 impl<const CPUS: usize> Default for ReclaimBroadcast<CPUS> {
     fn default() -> Self {
         Self::new()

@@ -152,9 +152,9 @@ fn steady_state_takes_the_lock_at_most_once_per_batch() {
             }
         }
     };
-    run(&mut live, 2000);
+    run(&mut live, if cfg!(miri) { 400 } else { 2000 });
     let before = heap.stats();
-    run(&mut live, if cfg!(miri) { 3000 } else { 50_000 });
+    run(&mut live, if cfg!(miri) { 1000 } else { 50_000 });
     let after = heap.stats();
     let ops = after.total.small_ops - before.total.small_ops;
     // `stats()` itself takes the lock once.
@@ -296,7 +296,7 @@ fn a_random_mixed_workload_on_three_cpus_leaks_nothing() {
     let start = heap.free_bytes();
     let mut rng = Rng(0xdead_beef_cafe_f00d);
     let mut live: Vec<(*mut u8, Layout, u64)> = Vec::new();
-    let ops = if cfg!(miri) { 1500 } else { 20_000 };
+    let ops = if cfg!(miri) { 400 } else { 20_000 };
     for tag in 0..ops {
         set_cpu(rng.below(3) as usize);
         if live.len() < 200 && (rng.below(3) != 0 || live.is_empty()) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use linked_list_allocator::Heap;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use loom::thread;
 use slab_core::{Platform, ReclaimBroadcast, SlabHeap, SpinLock};
 
@@ -51,9 +51,25 @@ unsafe impl Platform for LoomPlatform {
     fn reclaim_remote(&self, _drain_this_cpu: &dyn Fn()) {}
 }
 
+/// `loom::model` with a preemption bound unless `LOOM_MAX_PREEMPTIONS`
+/// says otherwise, to keep the heap model to seconds.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+/// Runs `f` on a loom thread with a stack big enough for a `SlabHeap`
+/// (about 110 KiB; the model's own coroutine stack is smaller).
+fn spawn_big<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::Builder::new().stack_size(4 << 20).spawn(f).unwrap()
+}
+
 #[test]
 fn the_spin_lock_admits_one_holder_at_a_time() {
-    loom::model(|| {
+    model(|| {
         let lock = Arc::new(SpinLock::new(0usize));
         let other = {
             let lock = lock.clone();
@@ -72,29 +88,37 @@ fn the_spin_lock_admits_one_holder_at_a_time() {
 
 #[test]
 fn a_reclaim_round_sees_every_other_cpus_drain() {
-    loom::model(|| {
+    model(|| {
         let broadcast = Arc::new(ReclaimBroadcast::<3>::new());
         // Each CPU's "cache": drained (set to 0) by its own CPU only.
         let caches: Arc<[UnsafeCell<usize>; 3]> =
             Arc::new([UnsafeCell::new(1), UnsafeCell::new(1), UnsafeCell::new(1)]);
-        let servers: Vec<_> = (1..3)
-            .map(|cpu| {
-                let (broadcast, caches) = (broadcast.clone(), caches.clone());
-                thread::spawn(move || {
-                    // An idle CPU taking its reclaim interrupt.
-                    let drain = || caches[cpu].with_mut(|c| unsafe { *c = 0 });
-                    while !broadcast.serve(cpu, drain) {
-                        thread::yield_now();
-                    }
-                })
-            })
-            .collect();
-        let drain_self = || caches[0].with_mut(|c| unsafe { *c = 0 });
-        broadcast.request_and_wait(0, 3, || {}, &drain_self);
+        let mut servers = Vec::new();
+        let drain_self = || {
+            // SAFETY: only CPU 0 touches its cache.
+            caches[0].with_mut(|c| unsafe { *c = 0 })
+        };
+        broadcast.request_and_wait(
+            0,
+            3,
+            || {
+                // The IPI: each other CPU takes it and runs the handler.
+                for cpu in 1..3 {
+                    let (broadcast, caches) = (broadcast.clone(), caches.clone());
+                    servers.push(thread::spawn(move || {
+                        // SAFETY: only CPU `cpu` touches its cache.
+                        let drain = || caches[cpu].with_mut(|c| unsafe { *c = 0 });
+                        assert!(broadcast.serve(cpu, drain), "the round is pending");
+                    }));
+                }
+            },
+            &drain_self,
+        );
         // Loom reports a causality violation here if a drain were not
         // ordered before the requester's return.
-        for cpu in 1..3 {
-            assert_eq!(caches[cpu].with(|c| unsafe { *c }), 0);
+        for cache in &caches[1..] {
+            // SAFETY: the drains happened-before (that is what is checked).
+            assert_eq!(cache.with(|c| unsafe { *c }), 0);
         }
         for server in servers {
             server.join().unwrap();
@@ -104,22 +128,30 @@ fn a_reclaim_round_sees_every_other_cpus_drain() {
 
 #[test]
 fn two_cpus_reclaiming_at_once_both_finish() {
-    loom::model(|| {
+    model(|| {
         let broadcast = Arc::new(ReclaimBroadcast::<2>::new());
         let drains = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
         let other = {
-            let (broadcast, drains) = (broadcast.clone(), drains.clone());
+            let (broadcast, drains, done) = (broadcast.clone(), drains.clone(), done.clone());
             thread::spawn(move || {
                 let drain = || {
                     drains.fetch_add(1, Ordering::Relaxed);
                 };
                 broadcast.request_and_wait(1, 2, || {}, &drain);
+                // Back to work, interrupts enabled: a reclaim IPI that
+                // arrives now is still served.
+                while !done.load(Ordering::Acquire) {
+                    broadcast.serve(1, drain);
+                    thread::yield_now();
+                }
             })
         };
         let drain = || {
             drains.fetch_add(1, Ordering::Relaxed);
         };
         broadcast.request_and_wait(0, 2, || {}, &drain);
+        done.store(true, Ordering::Release);
         other.join().unwrap();
         // Each served the other's round at least once.
         assert!(drains.load(Ordering::Relaxed) >= 2);
@@ -138,54 +170,56 @@ impl Drop for Region {
 
 #[test]
 fn a_cross_cpu_free_and_both_drains_race_safely_and_leak_nothing() {
-    loom::model(|| {
-        let layout = Layout::from_size_align(64 << 10, 64 << 10).unwrap();
-        // SAFETY: nonzero size.
-        let region = Region(unsafe { std::alloc::alloc(layout) }, layout);
-        assert!(!region.0.is_null());
-        let heap = Arc::new(SlabHeap::new(Heap::empty(), LoomPlatform));
-        // SAFETY: the region is unused and outlives the heap's use of it.
-        heap.with_backend(|backend| unsafe { backend.init(region.0, 64 << 10) });
-        let start = heap.usage().free_bytes;
-        let object = Layout::from_size_align(32, 8).unwrap();
-        let handoff = Arc::new(AtomicPtr::new(std::ptr::null_mut()));
+    model(|| spawn_big(heap_model).join().unwrap());
+}
 
-        // CPU 1: waits for CPU 0's object, frees it (cross-CPU, into its
-        // outbox) and drains, giving it back to CPU 0's slab under the lock.
-        let cpu1 = {
-            let (heap, handoff) = (heap.clone(), handoff.clone());
-            thread::spawn(move || {
-                set_cpu(1);
-                let block = loop {
-                    let block = handoff.load(Ordering::Acquire);
-                    if !block.is_null() {
-                        break block;
-                    }
-                    thread::yield_now();
-                };
-                // SAFETY: CPU 0 allocated it with `object` and gave it up.
-                unsafe { heap.dealloc(block, object) };
-                heap.drain_local_cpu();
-            })
-        };
+fn heap_model() {
+    let layout = Layout::from_size_align(64 << 10, 64 << 10).unwrap();
+    // SAFETY: nonzero size.
+    let region = Region(unsafe { std::alloc::alloc(layout) }, layout);
+    assert!(!region.0.is_null());
+    let heap = Arc::new(SlabHeap::new(Heap::empty(), LoomPlatform));
+    // SAFETY: the region is unused and outlives the heap's use of it.
+    heap.with_backend(|backend| unsafe { backend.init(region.0, 64 << 10) });
+    let start = heap.usage().free_bytes;
+    let object = Layout::from_size_align(32, 8).unwrap();
+    let handoff = Arc::new(AtomicPtr::new(std::ptr::null_mut::<u8>()));
 
-        // CPU 0: allocates (refill under the lock), hands the object over,
-        // allocates and frees another, and drains, racing CPU 1's drain.
-        set_cpu(0);
-        let block = heap.alloc(object);
-        assert!(!block.is_null());
-        handoff.store(block, Ordering::Release);
-        let own = heap.alloc(object);
-        // SAFETY: allocated just above with `object`.
-        unsafe { heap.dealloc(own, object) };
-        heap.drain_local_cpu();
-        cpu1.join().unwrap();
+    // CPU 1: waits for CPU 0's object, frees it (cross-CPU, into its
+    // outbox) and drains, giving it back to CPU 0's slab under the lock.
+    let cpu1 = {
+        let (heap, handoff) = (heap.clone(), handoff.clone());
+        spawn_big(move || {
+            set_cpu(1);
+            let block = loop {
+                let block = handoff.load(Ordering::Acquire);
+                if !block.is_null() {
+                    break block;
+                }
+                thread::yield_now();
+            };
+            // SAFETY: CPU 0 allocated it with `object` and gave it up.
+            unsafe { heap.dealloc(block, object) };
+            heap.drain_local_cpu();
+        })
+    };
 
-        let stats = heap.stats();
-        assert_eq!(stats.per_cpu()[1].cross_cpu_frees, 1);
-        assert_eq!(stats.heap.slabs, 0, "the slab went back once both drained");
-        assert_eq!(heap.usage().free_bytes, start);
-        drop(heap);
-        drop(region);
-    });
+    // CPU 0: allocates (refill under the lock), hands the object over,
+    // allocates and frees another, and drains, racing CPU 1's drain.
+    set_cpu(0);
+    let block = heap.alloc(object);
+    assert!(!block.is_null());
+    handoff.store(block, Ordering::Release);
+    let own = heap.alloc(object);
+    // SAFETY: allocated just above with `object`.
+    unsafe { heap.dealloc(own, object) };
+    heap.drain_local_cpu();
+    cpu1.join().unwrap();
+
+    let stats = heap.stats();
+    assert_eq!(stats.per_cpu()[1].cross_cpu_frees, 1);
+    assert_eq!(stats.heap.slabs, 0, "the slab went back once both drained");
+    assert_eq!(heap.usage().free_bytes, start);
+    drop(heap);
+    drop(region);
 }

@@ -129,10 +129,8 @@ fn run(ops: Vec<Op>) {
                     assert_eq!(moved.addr() % layout.align(), 0);
                     let kept = live.layout.size().min(size);
                     // SAFETY: the first `kept` bytes were carried over.
-                    assert!(
-                        unsafe { holds(moved, kept, live.tag) },
-                        "realloc lost contents"
-                    );
+                    let carried = unsafe { holds(moved, kept, live.tag) };
+                    assert!(carried, "realloc lost contents");
                     // SAFETY: the new block has `size` bytes.
                     unsafe { fill(moved, size, tag) };
                     model.insert(moved, Live { layout, tag });

@@ -43,11 +43,8 @@ struct Worker {
 impl Worker {
     fn free(&self, handoff: Handoff) {
         // SAFETY: the block is live and was filled with its tag.
-        assert!(
-            unsafe { holds(handoff.block, handoff.layout.size(), handoff.tag) },
-            "cpu {} found a corrupted block",
-            self.cpu
-        );
+        let intact = unsafe { holds(handoff.block, handoff.layout.size(), handoff.tag) };
+        assert!(intact, "cpu {} found a corrupted block", self.cpu);
         // SAFETY: allocated with this layout, freed once.
         unsafe { self.heap.dealloc(handoff.block, handoff.layout) };
     }
@@ -103,7 +100,7 @@ fn stress(threads: usize, warmup: usize, steady: usize, slack_batches: u64) {
                 heap: heap.clone(),
                 inbox,
                 outboxes: senders.clone(),
-                rng: Rng(0x9e37_79b9 ^ (cpu as u64 + 1) * 0x1000_0001),
+                rng: Rng(0x9e37_79b9 ^ ((cpu as u64 + 1) * 0x1000_0001)),
                 live: Vec::new(),
                 next_tag: 0,
             };
@@ -223,7 +220,7 @@ fn reclaim_reaches_threads_that_serve_their_interrupts() {
     set_cpu(0);
     ready.wait();
     let pinned = start - heap.free_bytes();
-    assert!(pinned >= 2 * 112 << 10, "{pinned} bytes pinned by caches");
+    assert!(pinned >= (2 * 112) << 10, "{pinned} bytes pinned by caches");
     let big = Layout::from_size_align(300 << 10, 8).unwrap();
     let block = heap.alloc(big);
     assert!(!block.is_null(), "reclaim made the other CPUs drain");

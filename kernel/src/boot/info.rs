@@ -1,5 +1,5 @@
 //! What the kernel learned at boot, handed to the binary's main function.
-use crate::{arch::apic::ApicMode, cmdline::Cmdline, heap::Mode};
+use crate::{arch::apic::ApicMode, cmdline::Cmdline, heap::AllocatorChoice};
 
 /// A range of physical memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +37,8 @@ pub struct BootInfo {
     pub bsp_lapic_id: u32,
     /// Timestamp-counter ticks per second.
     pub timestamp_hz: u64,
-    /// The heap's front end (`alloc=`).
-    pub heap_mode: Mode,
+    /// The heap's allocator (`alloc=`).
+    pub allocator: AllocatorChoice,
     /// The heap's size (`heap=`).
     pub heap_bytes: usize,
 }

@@ -99,7 +99,7 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         ));
     }
 
-    let (heap_mode, heap_bytes) =
+    let (allocator, heap_bytes) =
         heap::init(cmdline).unwrap_or_else(|e| boot_error(format_args!("heap: {e}")));
 
     let info = BOOT_INFO.call_once(|| BootInfo {
@@ -117,7 +117,7 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         apic_mode,
         bsp_lapic_id,
         timestamp_hz,
-        heap_mode,
+        allocator,
         heap_bytes,
     });
     print_boot_record(info);
@@ -171,7 +171,7 @@ fn print_boot_record(info: &BootInfo) {
         info.hhdm_offset,
         info.usable_bytes(),
         info.timestamp_hz,
-        info.heap_mode.name(),
+        info.allocator.name,
         info.heap_bytes,
         JsonStr(info.cmdline.raw()),
     );

@@ -2,22 +2,22 @@
 //! (`heap=SIZE`, `alloc=slab|locked`), and its reports.
 use core::alloc::{GlobalAlloc, Layout};
 
-use super::{KernelHeap, KernelPlatform};
+use super::{AllocatorChoice, HeapBackend, KernelHeap, KernelPlatform, backend::ALLOCATORS};
 use crate::{
     cmdline::Cmdline,
     console,
     memory::heap_region::{self, DEFAULT_HEAP_BYTES, HeapSetupError},
 };
-use slab_core::{HeapStats, Mode};
+use slab_core::HeapStats;
+
+/// The allocator when the command line names none.
+const DEFAULT_ALLOCATOR: &str = "slab";
 
 /// `SlabHeap` as Rust's global allocator.
 struct GlobalHeap(KernelHeap);
 
 #[global_allocator]
-static HEAP: GlobalHeap = GlobalHeap(KernelHeap::new(
-    linked_list_allocator::Heap::empty(),
-    KernelPlatform,
-));
+static HEAP: GlobalHeap = GlobalHeap(KernelHeap::new(HeapBackend::empty(), KernelPlatform));
 
 // SAFETY: `SlabHeap::alloc` returns null or a block valid for the layout
 // that overlaps no live block; `dealloc` and `realloc` are forwarded with
@@ -58,30 +58,35 @@ impl core::fmt::Display for HeapInitError {
         match self {
             Self::Region(e) => write!(f, "{e}"),
             Self::UnknownMode(name) => {
-                write!(f, "alloc={name}: unknown allocator (known: slab, locked)")
+                write!(f, "alloc={name}: unknown allocator (known:")?;
+                for choice in ALLOCATORS {
+                    write!(f, " {}", choice.name)?;
+                }
+                f.write_str(")")
             }
         }
     }
 }
 
 /// Maps the heap region and sets the heap up as the command line says.
-/// Returns the mode and the heap's size in bytes.
-pub fn init(cmdline: &Cmdline) -> Result<(Mode, usize), HeapInitError> {
-    let mode_name = cmdline.get("alloc").unwrap_or(Mode::Slab.name());
-    let mode = Mode::from_name(mode_name).ok_or(HeapInitError::UnknownMode(mode_name))?;
+/// Returns the allocator chosen and the heap's size in bytes.
+pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError> {
+    let name = cmdline.get("alloc").unwrap_or(DEFAULT_ALLOCATOR);
+    let choice = AllocatorChoice::named(name).ok_or(HeapInitError::UnknownMode(name))?;
     let bytes = match cmdline.get("heap") {
         Some(text) => heap_region::parse_size(text).map_err(HeapInitError::Region)?,
         None => DEFAULT_HEAP_BYTES,
     };
     let (start, length) = heap_region::map(bytes).map_err(HeapInitError::Region)?;
-    // SAFETY: `heap_region::map` just mapped `start..start + length`,
-    // writable, for the heap alone; nothing else uses that range.
+    HEAP.0.with_backend(|backend| {
+        // SAFETY: `heap_region::map` just mapped `start..start + length`,
+        // writable, for the heap alone; nothing else uses that range.
+        *backend = unsafe { HeapBackend::over(choice.backend, start as *mut u8, length) };
+    });
     HEAP.0
-        .with_backend(|backend| unsafe { backend.init(start as *mut u8, length) });
-    HEAP.0
-        .set_mode(mode)
+        .set_mode(choice.mode)
         .expect("the heap is empty at boot, so its mode can be set");
-    Ok((mode, length))
+    Ok((choice, length))
 }
 
 /// A snapshot of the heap's statistics.

@@ -1,13 +1,16 @@
 //! The kernel heap: `slab_core::SlabHeap` (per-CPU slab caches, or the
 //! chapter's single locked heap with `alloc=locked`) over
-//! `linked_list_allocator::Heap` in the heap region, as the global
-//! allocator. `docs/allocator.md` has the design.
+//! `linked_list_allocator::Heap` in the heap region (or over `talc` or a
+//! buddy allocator, for comparison), as the global allocator.
+//! `docs/allocator.md` has the design.
+mod backend;
 mod global;
 mod platform;
 
+pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend};
 pub use global::{heap, init, print_heapstats_record, print_report, stats};
 pub use platform::{KernelPlatform, on_reclaim_ipi};
 pub use slab_core::{HeapStats, Mode};
 
 /// The kernel's heap type.
-pub type KernelHeap = slab_core::SlabHeap<linked_list_allocator::Heap, KernelPlatform>;
+pub type KernelHeap = slab_core::SlabHeap<HeapBackend, KernelPlatform>;

@@ -191,6 +191,12 @@ pub unsafe fn holds(block: *const u8, len: usize, tag: u64) -> bool {
     // SAFETY: forwarded.
     let bytes = unsafe { std::slice::from_raw_parts(block, len) };
     let expected = pattern_byte(tag);
+    if cfg!(miri) {
+        // Miri checks for UB, not contents; a byte-by-byte scan of every
+        // block would take minutes there. Sample both ends and a stride.
+        let ends = bytes.iter().take(16).chain(bytes.iter().rev().take(16));
+        return ends.chain(bytes.iter().step_by(61)).all(|&b| b == expected);
+    }
     bytes.iter().all(|&b| b == expected)
 }
 

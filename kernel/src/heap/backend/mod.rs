@@ -1,0 +1,142 @@
+//! The backing allocators the heap can sit on, one module each, and the
+//! allocator choices `alloc=` names: each is a front end (per-CPU slab
+//! caches, or none) over one backend, all over the same heap region and
+//! behind the same instrumented global lock, so their figures compare.
+mod buddy;
+mod talc;
+
+use core::{alloc::Layout, ptr::NonNull};
+
+use slab_core::{Backend, Mode};
+
+pub use self::{buddy::BuddyBackend, talc::TalcBackend};
+
+/// Which backing allocator serves the heap region.
+pub enum HeapBackend {
+    /// `linked_list_allocator::Heap`, the chapter's allocator.
+    LinkedList(linked_list_allocator::Heap),
+    /// `talc::Talc`.
+    Talc(TalcBackend),
+    /// `buddy_system_allocator::Heap`.
+    Buddy(BuddyBackend),
+}
+
+/// The kinds of [`HeapBackend`], as chosen on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    LinkedList,
+    Talc,
+    Buddy,
+}
+
+impl HeapBackend {
+    /// An empty linked-list backend (what the heap starts with).
+    pub const fn empty() -> Self {
+        Self::LinkedList(linked_list_allocator::Heap::empty())
+    }
+
+    /// A backend of `kind` over `start..start + bytes`.
+    ///
+    /// # Safety
+    /// The range is mapped, writable and used by nothing else for ever.
+    pub unsafe fn over(kind: BackendKind, start: *mut u8, bytes: usize) -> Self {
+        // SAFETY (all three): forwarded from the caller.
+        match kind {
+            BackendKind::LinkedList => {
+                let mut heap = linked_list_allocator::Heap::empty();
+                unsafe { heap.init(start, bytes) };
+                Self::LinkedList(heap)
+            }
+            BackendKind::Talc => Self::Talc(unsafe { TalcBackend::over(start, bytes) }),
+            BackendKind::Buddy => Self::Buddy(unsafe { BuddyBackend::over(start, bytes) }),
+        }
+    }
+
+    fn as_backend(&mut self) -> &mut dyn Backend {
+        match self {
+            Self::LinkedList(heap) => heap,
+            Self::Talc(talc) => talc,
+            Self::Buddy(buddy) => buddy,
+        }
+    }
+
+    fn as_backend_ref(&self) -> &dyn Backend {
+        match self {
+            Self::LinkedList(heap) => heap,
+            Self::Talc(talc) => talc,
+            Self::Buddy(buddy) => buddy,
+        }
+    }
+}
+
+// SAFETY: every variant is a `Backend`, whose promises each call forwards.
+unsafe impl Backend for HeapBackend {
+    fn allocate(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.as_backend().allocate(layout)
+    }
+
+    unsafe fn deallocate(&mut self, block: NonNull<u8>, layout: Layout) {
+        // SAFETY: forwarded: the block came from this backend with `layout`.
+        unsafe { self.as_backend().deallocate(block, layout) }
+    }
+
+    fn used_bytes(&self) -> usize {
+        self.as_backend_ref().used_bytes()
+    }
+
+    fn free_bytes(&self) -> usize {
+        self.as_backend_ref().free_bytes()
+    }
+}
+
+/// One allocator a user can pick with `alloc=NAME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorChoice {
+    pub name: &'static str,
+    pub mode: Mode,
+    pub backend: BackendKind,
+}
+
+/// Every allocator `alloc=` accepts.
+pub const ALLOCATORS: &[AllocatorChoice] = &[
+    AllocatorChoice {
+        name: "slab",
+        mode: Mode::Slab,
+        backend: BackendKind::LinkedList,
+    },
+    AllocatorChoice {
+        name: "locked",
+        mode: Mode::Locked,
+        backend: BackendKind::LinkedList,
+    },
+    AllocatorChoice {
+        name: "talc",
+        mode: Mode::Locked,
+        backend: BackendKind::Talc,
+    },
+    AllocatorChoice {
+        name: "buddy",
+        mode: Mode::Locked,
+        backend: BackendKind::Buddy,
+    },
+    AllocatorChoice {
+        name: "slab-talc",
+        mode: Mode::Slab,
+        backend: BackendKind::Talc,
+    },
+    AllocatorChoice {
+        name: "slab-buddy",
+        mode: Mode::Slab,
+        backend: BackendKind::Buddy,
+    },
+];
+
+impl AllocatorChoice {
+    /// The allocator named `name`.
+    pub fn named(name: &str) -> Option<Self> {
+        ALLOCATORS
+            .iter()
+            .copied()
+            .find(|choice| choice.name == name)
+    }
+}
