@@ -40,14 +40,16 @@ impl HeapBackend {
     /// # Safety
     /// The range is mapped, writable and used by nothing else for ever.
     pub unsafe fn over(kind: BackendKind, start: *mut u8, bytes: usize) -> Self {
-        // SAFETY (all three): forwarded from the caller.
         match kind {
             BackendKind::LinkedList => {
                 let mut heap = linked_list_allocator::Heap::empty();
+                // SAFETY: forwarded from the caller.
                 unsafe { heap.init(start, bytes) };
                 Self::LinkedList(heap)
             }
+            // SAFETY: forwarded from the caller.
             BackendKind::Talc => Self::Talc(unsafe { TalcBackend::over(start, bytes) }),
+            // SAFETY: forwarded from the caller.
             BackendKind::Buddy => Self::Buddy(unsafe { BuddyBackend::over(start, bytes) }),
         }
     }
