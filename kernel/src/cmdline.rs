@@ -7,11 +7,10 @@ use spin::Once;
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("job", "what the kernel does after boot (default: stress)"),
     ("heap", "heap size, e.g. 32M (default: 32M)"),
-    ("alloc", "heap front end: slab or locked (default: slab)"),
-    (
-        "test_skip",
-        "run kernel tests from this index on (set by the runner)",
-    ),
+    ("alloc", "heap allocator: slab, locked, talc, buddy, slab-talc, slab-buddy (default: slab)"),
+    ("test_skip", "run kernel tests from this index on (set by the runner)"),
+    ("workload", "job=bench: local, xfer, seed or mixed (default: local)"),
+    ("ops", "job=bench: operations per CPU (default: 100000)"),
 ];
 
 const MAX_OPTIONS: usize = 32;
@@ -56,25 +55,16 @@ impl core::fmt::Display for CmdlineError {
 impl Cmdline {
     /// Parses and checks `raw`.
     pub fn parse(raw: &'static str) -> Result<Self, CmdlineError> {
-        let mut cmdline = Self {
-            raw,
-            options: [("", ""); MAX_OPTIONS],
-            count: 0,
-        };
+        let mut cmdline = Self { raw, options: [("", ""); MAX_OPTIONS], count: 0 };
         for token in raw.split_ascii_whitespace() {
-            let (key, value) = token
-                .split_once('=')
-                .ok_or(CmdlineError::NotKeyValue(token))?;
+            let (key, value) = token.split_once('=').ok_or(CmdlineError::NotKeyValue(token))?;
             if !KNOWN_OPTIONS.iter().any(|(known, _)| *known == key) {
                 return Err(CmdlineError::UnknownOption(key));
             }
             if cmdline.get(key).is_some() {
                 return Err(CmdlineError::Repeated(key));
             }
-            *cmdline
-                .options
-                .get_mut(cmdline.count)
-                .ok_or(CmdlineError::TooMany)? = (key, value);
+            *cmdline.options.get_mut(cmdline.count).ok_or(CmdlineError::TooMany)? = (key, value);
             cmdline.count += 1;
         }
         Ok(cmdline)
@@ -87,10 +77,7 @@ impl Cmdline {
 
     /// The value of option `key`, if given.
     pub fn get(&self, key: &str) -> Option<&'static str> {
-        self.options[..self.count]
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
+        self.options[..self.count].iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
     }
 }
 
@@ -103,10 +90,6 @@ pub fn set(cmdline: Cmdline) -> &'static Cmdline {
 
 /// The kernel's command line (empty before boot parsed it).
 pub fn get() -> &'static Cmdline {
-    static EMPTY: Cmdline = Cmdline {
-        raw: "",
-        options: [("", ""); MAX_OPTIONS],
-        count: 0,
-    };
+    static EMPTY: Cmdline = Cmdline { raw: "", options: [("", ""); MAX_OPTIONS], count: 0 };
     CMDLINE.get().unwrap_or(&EMPTY)
 }

@@ -48,11 +48,7 @@ struct CpuName(usize);
 
 impl core::fmt::Display for CpuName {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.0 == UNKNOWN_CPU {
-            f.write_str("?")
-        } else {
-            write!(f, "{}", self.0)
-        }
+        if self.0 == UNKNOWN_CPU { f.write_str("?") } else { write!(f, "{}", self.0) }
     }
 }
 

@@ -17,28 +17,20 @@ pub struct IrqSpinLockGuard<'a, T> {
 
 impl<T> IrqSpinLock<T> {
     pub const fn new(value: T) -> Self {
-        Self {
-            inner: spin::Mutex::new(value),
-        }
+        Self { inner: spin::Mutex::new(value) }
     }
 
     /// Masks local interrupts, then spins until the lock is free.
     pub fn lock(&self) -> IrqSpinLockGuard<'_, T> {
         let irqs_masked = IrqGuard::new();
-        IrqSpinLockGuard {
-            inner: self.inner.lock(),
-            _irqs_masked: irqs_masked,
-        }
+        IrqSpinLockGuard { inner: self.inner.lock(), _irqs_masked: irqs_masked }
     }
 
     /// Takes the lock if it is free right now.
     pub fn try_lock(&self) -> Option<IrqSpinLockGuard<'_, T>> {
         let irqs_masked = IrqGuard::new();
         let inner = self.inner.try_lock()?;
-        Some(IrqSpinLockGuard {
-            inner,
-            _irqs_masked: irqs_masked,
-        })
+        Some(IrqSpinLockGuard { inner, _irqs_masked: irqs_masked })
     }
 
     /// Releases the lock whoever holds it: only for the panic path, whose

@@ -65,10 +65,7 @@ static RUNNING_MUST_PANIC: AtomicBool = AtomicBool::new(false);
 
 /// The test runner every kernel test binary names with `#![test_runner]`.
 pub fn run_tests(tests: &[&dyn Testable]) {
-    let first = cmdline::get()
-        .get("test_skip")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let first = cmdline::get().get("test_skip").and_then(|n| n.parse().ok()).unwrap_or(0);
     crate::println!("running {} tests", tests.len());
     for (index, test) in tests.iter().enumerate().skip(first) {
         *RUNNING_NAME.lock() = test.name();

@@ -60,10 +60,6 @@ pub struct BootloaderName<'a>(&'a BootInfo);
 
 impl core::fmt::Display for BootloaderName<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "{} {}",
-            self.0.bootloader_name, self.0.bootloader_version
-        )
+        write!(f, "{} {}", self.0.bootloader_name, self.0.bootloader_version)
     }
 }

@@ -76,10 +76,8 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
 
     for index in 0..cpus {
         let cpu = smp::cpu(index);
-        let acpi_id = mp_cpus
-            .iter()
-            .find(|i| i.lapic_id == cpu.lapic_id())
-            .map_or(0, |i| i.processor_id);
+        let acpi_id =
+            mp_cpus.iter().find(|i| i.lapic_id == cpu.lapic_id()).map_or(0, |i| i.processor_id);
         println!(
             "cpu {index} online: lapic id {}, acpi id {acpi_id}, {}",
             cpu.lapic_id(),
@@ -128,29 +126,19 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
 }
 
 fn physical(address: u64, hhdm_offset: u64) -> u64 {
-    if address >= hhdm_offset {
-        address - hhdm_offset
-    } else {
-        address
-    }
+    if address >= hhdm_offset { address - hhdm_offset } else { address }
 }
 
 fn usable_regions(entries: &[&limine::memmap::Entry]) -> &'static [MemoryRegion] {
     let (regions, count) = USABLE.call_once(|| {
-        let mut regions = [MemoryRegion {
-            start: 0,
-            length: 0,
-        }; MAX_USABLE_REGIONS];
+        let mut regions = [MemoryRegion { start: 0, length: 0 }; MAX_USABLE_REGIONS];
         let mut count = 0;
         for entry in entries.iter().filter(|e| e.type_ == MEMMAP_USABLE) {
             if count == MAX_USABLE_REGIONS {
                 println!("boot: more than {MAX_USABLE_REGIONS} usable regions; ignoring the rest");
                 break;
             }
-            regions[count] = MemoryRegion {
-                start: entry.base,
-                length: entry.length,
-            };
+            regions[count] = MemoryRegion { start: entry.base, length: entry.length };
             count += 1;
         }
         regions[..count].sort_unstable_by_key(|r| r.start);
@@ -179,7 +167,5 @@ fn print_boot_record(info: &BootInfo) {
 
 /// What boot found; panics if called before boot finished.
 pub fn info() -> &'static BootInfo {
-    BOOT_INFO
-        .get()
-        .expect("boot::info is available once boot finished")
+    BOOT_INFO.get().expect("boot::info is available once boot finished")
 }

@@ -88,9 +88,7 @@ pub enum ResponseError {
 impl core::fmt::Display for ResponseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::BaseRevisionUnsupported {
-                actual: Some(actual),
-            } => write!(
+            Self::BaseRevisionUnsupported { actual: Some(actual) } => write!(
                 f,
                 "Limine base revision {BASE_REVISION_WANTED} is not supported by the bootloader (it loaded revision {actual})"
             ),
@@ -111,24 +109,15 @@ pub fn collect() -> Result<Responses, ResponseError> {
         });
     }
     let missing = ResponseError::Missing;
-    let info = BOOTLOADER_INFO
-        .response()
-        .ok_or(missing("bootloader info"))?;
-    let executable_address = EXECUTABLE_ADDRESS
-        .response()
-        .ok_or(missing("executable address"))?;
+    let info = BOOTLOADER_INFO.response().ok_or(missing("bootloader info"))?;
+    let executable_address = EXECUTABLE_ADDRESS.response().ok_or(missing("executable address"))?;
     STACK_SIZE.response().ok_or(missing("stack size"))?;
     Ok(Responses {
-        base_revision: BASE_REVISION
-            .actual_revision()
-            .unwrap_or(BASE_REVISION_WANTED),
+        base_revision: BASE_REVISION.actual_revision().unwrap_or(BASE_REVISION_WANTED),
         bootloader_name: info.name(),
         bootloader_version: info.version(),
         hhdm_offset: HHDM.response().ok_or(missing("HHDM"))?.offset,
-        memory_map: MEMORY_MAP
-            .response()
-            .ok_or(missing("memory map"))?
-            .entries(),
+        memory_map: MEMORY_MAP.response().ok_or(missing("memory map"))?.entries(),
         mp: MP.response().ok_or(missing("MP"))?,
         rsdp_address: RSDP.response().ok_or(missing("RSDP"))?.address as u64,
         kernel_physical_base: executable_address.physical_base,

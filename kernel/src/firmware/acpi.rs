@@ -67,10 +67,7 @@ pub fn madt_cpus(rsdp_phys: u64) -> Result<MadtCpus, AcpiError> {
     let tables =
         unsafe { AcpiTables::from_rsdp(HhdmAcpiHandler, rsdp_phys as usize) }.map_err(AcpiError)?;
     let madt = tables.find_table::<Madt>().map_err(AcpiError)?;
-    let mut cpus = MadtCpus {
-        enabled: 0,
-        apic_ids: [0; 64],
-    };
+    let mut cpus = MadtCpus { enabled: 0, apic_ids: [0; 64] };
     for entry in madt.get().entries() {
         let (flags, apic_id) = match entry {
             MadtEntry::LocalApic(e) => (e.flags, u32::from(e.apic_id)),

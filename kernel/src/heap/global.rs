@@ -83,9 +83,7 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
         // writable, for the heap alone; nothing else uses that range.
         *backend = unsafe { HeapBackend::over(choice.backend, start as *mut u8, length) };
     });
-    HEAP.0
-        .set_mode(choice.mode)
-        .expect("the heap is empty at boot, so its mode can be set");
+    HEAP.0.set_mode(choice.mode).expect("the heap is empty at boot, so its mode can be set");
     Ok((choice, length))
 }
 

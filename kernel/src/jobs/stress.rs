@@ -40,30 +40,15 @@ pub struct StressCase {
 
 /// Every case, in the order `job=stress` runs them.
 pub const CASES: &[StressCase] = &[
-    StressCase {
-        name: "simple_allocation_on_every_cpu",
-        run: simple_allocation_on_every_cpu,
-    },
-    StressCase {
-        name: "large_vec_on_every_cpu",
-        run: large_vec_on_every_cpu,
-    },
-    StressCase {
-        name: "many_boxes_on_every_cpu",
-        run: many_boxes_on_every_cpu,
-    },
+    StressCase { name: "simple_allocation_on_every_cpu", run: simple_allocation_on_every_cpu },
+    StressCase { name: "large_vec_on_every_cpu", run: large_vec_on_every_cpu },
+    StressCase { name: "many_boxes_on_every_cpu", run: many_boxes_on_every_cpu },
     StressCase {
         name: "many_boxes_long_lived_on_every_cpu",
         run: many_boxes_long_lived_on_every_cpu,
     },
-    StressCase {
-        name: "frees_on_the_next_cpu",
-        run: frees_on_the_next_cpu,
-    },
-    StressCase {
-        name: "mixed_sizes_and_alignments_storm",
-        run: mixed_sizes_and_alignments_storm,
-    },
+    StressCase { name: "frees_on_the_next_cpu", run: frees_on_the_next_cpu },
+    StressCase { name: "mixed_sizes_and_alignments_storm", run: mixed_sizes_and_alignments_storm },
 ];
 
 /// A `Box` per CPU holding a value only that CPU would write.
@@ -104,10 +89,7 @@ pub fn many_boxes_on_every_cpu() {
         for i in 0..REUSE_ITERATIONS {
             let page = Box::new([(cpu * REUSE_ITERATIONS + i) as u64; REUSE_OBJECT_BYTES / 8]);
             let expected = (cpu * REUSE_ITERATIONS + i) as u64;
-            assert!(
-                page.iter().all(|&w| w == expected),
-                "cpu {cpu}: box {i} lost its contents"
-            );
+            assert!(page.iter().all(|&w| w == expected), "cpu {cpu}: box {i} lost its contents");
         }
     });
 }
@@ -120,11 +102,7 @@ pub fn many_boxes_long_lived_on_every_cpu() {
             let x = Box::new(i ^ cpu);
             assert_eq!(*x, i ^ cpu, "cpu {cpu}: box {i}");
         }
-        assert_eq!(
-            *long_lived,
-            cpu as u64 + 1,
-            "cpu {cpu}: the long-lived box changed"
-        );
+        assert_eq!(*long_lived, cpu as u64 + 1, "cpu {cpu}: the long-lived box changed");
     });
 }
 
@@ -135,17 +113,14 @@ type Handoff = Mutex<[Option<Vec<Box<[u64; 8]>>>; MAX_CPUS]>;
 pub fn frees_on_the_next_cpu() {
     static HANDOFF: Handoff = Mutex::new([const { None }; MAX_CPUS]);
     smp::run_on_all_cpus(|cpu| {
-        let objects: Vec<Box<[u64; 8]>> = (0..CROSS_CPU_OBJECTS)
-            .map(|i| Box::new([tag(cpu, i); 8]))
-            .collect();
+        let objects: Vec<Box<[u64; 8]>> =
+            (0..CROSS_CPU_OBJECTS).map(|i| Box::new([tag(cpu, i); 8])).collect();
         HANDOFF.lock()[cpu] = Some(objects);
     });
     let cpus = smp::online_cpus();
     smp::run_on_all_cpus(|cpu| {
         let from = (cpu + 1) % cpus;
-        let objects = HANDOFF.lock()[from]
-            .take()
-            .expect("every CPU handed its objects over");
+        let objects = HANDOFF.lock()[from].take().expect("every CPU handed its objects over");
         for (i, object) in objects.into_iter().enumerate() {
             assert!(
                 object.iter().all(|&w| w == tag(from, i)),
@@ -178,10 +153,7 @@ pub fn mixed_sizes_and_alignments_storm() {
                     // SAFETY: `ptr` is live, from `alloc` with `layout`;
                     // `new_size` is non-zero and small.
                     let new = unsafe { alloc::alloc::realloc(ptr, layout, new_size) };
-                    assert!(
-                        !new.is_null(),
-                        "cpu {cpu}: realloc to {new_size} bytes failed"
-                    );
+                    assert!(!new.is_null(), "cpu {cpu}: realloc to {new_size} bytes failed");
                     let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap();
                     check_prefix(cpu, step, ptr, new, layout.size().min(new_size));
                     fill_pattern(new, new_size);
@@ -197,11 +169,7 @@ pub fn mixed_sizes_and_alignments_storm() {
             // SAFETY: `layout` has a non-zero size.
             let ptr = unsafe { alloc::alloc::alloc(layout) };
             assert!(!ptr.is_null(), "cpu {cpu}: allocating {layout:?} failed");
-            assert_eq!(
-                ptr as usize % align,
-                0,
-                "cpu {cpu}: {layout:?} got misaligned {ptr:p}"
-            );
+            assert_eq!(ptr as usize % align, 0, "cpu {cpu}: {layout:?} got misaligned {ptr:p}");
             fill_pattern(ptr, size);
             live[slot] = Some((ptr, layout));
         }
@@ -224,9 +192,7 @@ fn random_size(random: &mut XorShift) -> usize {
 /// The byte expected at `address`: depends on the address, so a block that
 /// overlaps another or moved without its contents shows up.
 fn pattern_byte(address: usize) -> u8 {
-    (address as u64)
-        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        .to_le_bytes()[7]
+    (address as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes()[7]
 }
 
 fn fill_pattern(ptr: *mut u8, size: usize) {

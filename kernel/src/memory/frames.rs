@@ -19,12 +19,7 @@ static FRAMES: IrqSpinLock<Option<FrameAllocator>> = IrqSpinLock::new(None);
 /// Starts handing out frames from `usable` (sorted, page-aligned regions).
 pub fn init(usable: &'static [MemoryRegion]) {
     let next = usable.first().map_or(0, |r| r.start);
-    *FRAMES.lock() = Some(FrameAllocator {
-        regions: usable,
-        region: 0,
-        next,
-        handed_out: 0,
-    });
+    *FRAMES.lock() = Some(FrameAllocator { regions: usable, region: 0, next, handed_out: 0 });
 }
 
 /// One unused frame, or `None` when usable memory is used up.

@@ -29,18 +29,13 @@ pub enum HeapSetupError {
 impl core::fmt::Display for HeapSetupError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::BadSize(text) => write!(
-                f,
-                "heap={text}: not a size (examples: 32M, 512K, 1G, 65536)"
-            ),
-            Self::TooSmall(bytes) => write!(
-                f,
-                "heap of {bytes} bytes is below the minimum of {MIN_HEAP_BYTES}"
-            ),
-            Self::LargerThanMemory {
-                requested,
-                available,
-            } => write!(
+            Self::BadSize(text) => {
+                write!(f, "heap={text}: not a size (examples: 32M, 512K, 1G, 65536)")
+            }
+            Self::TooSmall(bytes) => {
+                write!(f, "heap of {bytes} bytes is below the minimum of {MIN_HEAP_BYTES}")
+            }
+            Self::LargerThanMemory { requested, available } => write!(
                 f,
                 "heap of {requested} bytes does not fit: {available} bytes of usable memory are left"
             ),
@@ -75,10 +70,7 @@ pub fn map(bytes: u64) -> Result<(usize, usize), HeapSetupError> {
     // Page tables for the range take frames too: about one per 2 MiB.
     let needed = pages * PAGE_BYTES + (pages / 512 + 4) * PAGE_BYTES;
     if needed > available {
-        return Err(HeapSetupError::LargerThanMemory {
-            requested: bytes,
-            available,
-        });
+        return Err(HeapSetupError::LargerThanMemory { requested: bytes, available });
     }
     paging::map_new_frames(VirtAddr::new(HEAP_START), pages, Access::ReadWriteData)
         .map_err(HeapSetupError::Map)?;

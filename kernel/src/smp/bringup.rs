@@ -24,11 +24,7 @@ pub enum BringupError {
     /// The bootloader reported more CPUs than the kernel supports.
     TooManyCpus { reported: usize },
     /// These many CPUs never reported online within the timeout.
-    CpusMissing {
-        online: usize,
-        expected: usize,
-        first_missing_lapic_id: u32,
-    },
+    CpusMissing { online: usize, expected: usize, first_missing_lapic_id: u32 },
 }
 
 /// Starts every CPU in `cpus` but the bootstrap one (`bsp_lapic_id`) and
@@ -38,9 +34,7 @@ pub fn start_application_processors(
     bsp_lapic_id: u32,
 ) -> Result<usize, BringupError> {
     if cpus.len() > MAX_CPUS {
-        return Err(BringupError::TooManyCpus {
-            reported: cpus.len(),
-        });
+        return Err(BringupError::TooManyCpus { reported: cpus.len() });
     }
     let application_processors = cpus.iter().filter(|info| info.lapic_id != bsp_lapic_id);
     for (index, info) in (1..).zip(application_processors) {

@@ -92,9 +92,7 @@ pub fn current_cpu_index() -> usize {
 /// The running CPU's index, or `None` this early in boot (the panic handler
 /// uses it).
 pub fn try_current_cpu_index() -> Option<usize> {
-    BLOCKS_INSTALLED
-        .load(Ordering::Acquire)
-        .then(current_cpu_index)
+    BLOCKS_INSTALLED.load(Ordering::Acquire).then(current_cpu_index)
 }
 
 /// Installs block `index` on the running CPU and loads its descriptor tables.
@@ -103,8 +101,7 @@ pub fn try_current_cpu_index() -> Option<usize> {
 /// Each index is installed once, on one CPU, and never on another.
 pub(super) unsafe fn install(index: usize) -> &'static Cpu {
     let cpu = &CPUS[index];
-    cpu.self_address
-        .store(cpu as *const Cpu as usize, Ordering::Relaxed);
+    cpu.self_address.store(cpu as *const Cpu as usize, Ordering::Relaxed);
     arch::init_cpu_tables(&cpu.arch, index);
     // SAFETY: `cpu` is CPU `index`'s block, a static with its own address
     // and index written above; the caller guarantees no other CPU uses it.
@@ -140,10 +137,7 @@ impl<'guard> ThisCpu<'guard> {
     pub fn new(_guard: &'guard IrqGuard) -> Self {
         let base = arch::current_cpu_base();
         let index = (base - CPUS.as_ptr() as usize) / size_of::<Cpu>();
-        Self {
-            cpu: &CPUS[index],
-            _irqs_masked: PhantomData,
-        }
+        Self { cpu: &CPUS[index], _irqs_masked: PhantomData }
     }
 
     /// The CPU's index.
@@ -179,10 +173,7 @@ unsafe impl<T> Sync for CpuLocalCell<T> {}
 
 impl<T> CpuLocalCell<T> {
     pub const fn new(value: T) -> Self {
-        Self {
-            value: UnsafeCell::new(value),
-            borrowed: Cell::new(false),
-        }
+        Self { value: UnsafeCell::new(value), borrowed: Cell::new(false) }
     }
 
     /// Runs `f` on the value. Panics if the cell is not in `this` CPU's block
@@ -193,11 +184,7 @@ impl<T> CpuLocalCell<T> {
             "CPU-local state of another CPU used on CPU {}",
             this.index()
         );
-        assert!(
-            !self.borrowed.get(),
-            "CPU-local state re-entered on CPU {}",
-            this.index()
-        );
+        assert!(!self.borrowed.get(), "CPU-local state re-entered on CPU {}", this.index());
         self.borrow(f)
     }
 

@@ -45,9 +45,7 @@ impl<R> CpuResults<R> {
 
     /// CPU `index`'s result.
     pub fn get(&self, index: usize) -> &R {
-        self.results[index]
-            .as_ref()
-            .expect("every online CPU stores a result")
+        self.results[index].as_ref().expect("every online CPU stores a result")
     }
 
     /// `(cpu index, result)` for every CPU, in index order.
@@ -77,16 +75,8 @@ impl<R> ResultSlots<R> {
 /// All CPUs pass a start barrier before calling `f`. Call it from CPU 0,
 /// not from inside a job.
 pub fn run_on_all_cpus<R: Send>(f: impl Fn(usize) -> R + Sync) -> CpuResults<R> {
-    assert_eq!(
-        current_cpu_index(),
-        0,
-        "run_on_all_cpus is called from CPU 0"
-    );
-    assert_eq!(
-        PENDING.load(Ordering::Acquire),
-        0,
-        "run_on_all_cpus is not re-entrant"
-    );
+    assert_eq!(current_cpu_index(), 0, "run_on_all_cpus is called from CPU 0");
+    assert_eq!(PENDING.load(Ordering::Acquire), 0, "run_on_all_cpus is not re-entrant");
     let cpus = online_cpus();
     let slots = ResultSlots([const { UnsafeCell::new(None) }; MAX_CPUS]);
     let run = |index: usize| {

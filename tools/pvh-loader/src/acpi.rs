@@ -85,11 +85,7 @@ pub fn read_madt(rsdp: u64) -> Result<Madt, &'static str> {
     let (root, entry_size) = if revision >= 2 {
         let r2 = table(rsdp, 36).ok_or("RSDP out of reach")?;
         let xsdt = u64_at(r2, 24);
-        if xsdt != 0 && checksum_ok(r2) {
-            (xsdt, 8)
-        } else {
-            (u64::from(u32_at(r, 16)), 4)
-        }
+        if xsdt != 0 && checksum_ok(r2) { (xsdt, 8) } else { (u64::from(u32_at(r, 16)), 4) }
     } else {
         (u64::from(u32_at(r, 16)), 4)
     };
@@ -99,11 +95,7 @@ pub fn read_madt(rsdp: u64) -> Result<Madt, &'static str> {
         if at + entry_size > root.len() {
             break;
         }
-        let addr = if entry_size == 8 {
-            u64_at(root, at)
-        } else {
-            u64::from(u32_at(root, at))
-        };
+        let addr = if entry_size == 8 { u64_at(root, at) } else { u64::from(u32_at(root, at)) };
         if let Some(t) = table(addr, 4)
             && t == b"APIC"
         {

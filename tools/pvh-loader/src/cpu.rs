@@ -153,12 +153,7 @@ impl Features {
         let ext = if max_ext >= 0x8000_0001 {
             cpuid(0x8000_0001, 0)
         } else {
-            CpuidResult {
-                eax: 0,
-                ebx: 0,
-                ecx: 0,
-                edx: 0,
-            }
+            CpuidResult { eax: 0, ebx: 0, ecx: 0, edx: 0 }
         };
         Features {
             nx: ext.edx & (1 << 20) != 0,

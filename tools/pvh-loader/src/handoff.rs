@@ -16,9 +16,8 @@ use crate::phys;
 const PAT_LAYOUT: u64 = 0x0007_0105_0007_0406;
 
 /// Fixed-range MTRR MSRs.
-const FIXED_MTRRS: [u32; 11] = [
-    0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f,
-];
+const FIXED_MTRRS: [u32; 11] =
+    [0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f];
 const MAX_VARIABLE_MTRRS: usize = 16;
 const MTRR_SLOTS: usize = 1 + FIXED_MTRRS.len() + 2 * MAX_VARIABLE_MTRRS;
 

@@ -51,11 +51,7 @@ fn has_error_code(vector: u64) -> bool {
 }
 
 extern "C" fn exception(vector: u64, a: u64, b: u64) -> ! {
-    let (error, rip) = if has_error_code(vector) {
-        (a, b)
-    } else {
-        (0, a)
-    };
+    let (error, rip) = if has_error_code(vector) { (a, b) } else { (0, a) };
     if vector == 14 {
         fail!(
             "CPU exception {vector} (page fault) at rip {rip:#x}, address {:#x}, error {error:#x}",
@@ -91,10 +87,7 @@ pub fn load() {
         limit: u16,
         base: u64,
     }
-    let pointer = Pointer {
-        limit: (VECTORS * 16 - 1) as u16,
-        base: IDT.as_ptr() as u64,
-    };
+    let pointer = Pointer { limit: (VECTORS * 16 - 1) as u16, base: IDT.as_ptr() as u64 };
     // SAFETY: the IDT is a static with 32 valid gates pointing at the
     // exception stubs; `lidt` only reads the 10-byte pointer.
     unsafe {

@@ -116,10 +116,7 @@ fn send(mode: Mode, apic_id: u32, command: u32) {
         // SAFETY: x2APIC mode is enabled; the ICR MSR takes the destination
         // in its high half; sending an IPI touches no memory.
         Mode::X2Apic => unsafe {
-            cpu::wrmsr(
-                X2APIC_MSR_BASE + 0x30,
-                (u64::from(apic_id) << 32) | u64::from(command),
-            )
+            cpu::wrmsr(X2APIC_MSR_BASE + 0x30, (u64::from(apic_id) << 32) | u64::from(command))
         },
     }
 }

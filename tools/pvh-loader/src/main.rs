@@ -105,23 +105,10 @@ extern "C" fn loader_main(start_info: u32) -> ! {
         let bsp = lapic::id(mode);
         (mode, bsp, mp::CpuList::from_madt(&madt, bsp, x2apic))
     });
-    let cpu_count = mp_request
-        .as_ref()
-        .map_or(0, |(_, _, cpus)| cpus.as_slice().len());
-    let path: &[u8] = if module.string.is_empty() {
-        DEFAULT_PATH
-    } else {
-        module.string
-    };
+    let cpu_count = mp_request.as_ref().map_or(0, |(_, _, cpus)| cpus.as_slice().len());
+    let path: &[u8] = if module.string.is_empty() { DEFAULT_PATH } else { module.string };
     let strings = info.cmdline.len() + path.len() + NAME.len() + VERSION.len() + 16;
-    let blr = allocate_blr(
-        &mut alloc,
-        &info,
-        &loaded.kernel,
-        stack_size,
-        cpu_count,
-        strings,
-    );
+    let blr = allocate_blr(&mut alloc, &info, &loaded.kernel, stack_size, cpu_count, strings);
     alloc.claim(loader.0, loader.1, Kind::BootloaderReclaimable);
     let map = final_memory_map(&info, &alloc);
     let kernel_cr3 = build_page_tables(&map, &loaded, blr.tables, features);
@@ -131,17 +118,11 @@ extern "C" fn loader_main(start_info: u32) -> ! {
     let path = arena.put_path(path);
     let file = arena.executable_file(hhdm(loaded.module_phys), loaded.module_size, path, cmdline);
     let responses = [
-        (
-            Feature::BootloaderInfo,
-            arena.bootloader_info(NAME, VERSION),
-        ),
+        (Feature::BootloaderInfo, arena.bootloader_info(NAME, VERSION)),
         (Feature::Hhdm, arena.words([0, HHDM_OFFSET])),
         (Feature::Memmap, arena.memmap(map.as_slice())),
         (Feature::ExecutableFile, file),
-        (
-            Feature::ExecutableAddress,
-            arena.words([0, loaded.image_phys, loaded.kernel.virt_base]),
-        ),
+        (Feature::ExecutableAddress, arena.words([0, loaded.image_phys, loaded.kernel.virt_base])),
         (Feature::StackSize, arena.words([0])),
     ];
     for (feature, response) in responses {
@@ -173,29 +154,18 @@ extern "C" fn loader_main(start_info: u32) -> ! {
         }
         let listed = mp::listed(cpus, *bsp_apic_id);
         let flags = u32::from(mode.is_x2apic());
-        requests.respond(
-            Feature::Mp,
-            arena.mp(flags, *bsp_apic_id, infos, listed.as_slice()),
-        );
+        requests.respond(Feature::Mp, arena.mp(flags, *bsp_apic_id, infos, listed.as_slice()));
     }
 
     handoff::mask_legacy_pics();
     if let Ok(m) = &madt {
-        m.ioapics()
-            .iter()
-            .for_each(|&base| handoff::mask_ioapic(base));
+        m.ioapics().iter().for_each(|&base| handoff::mask_ioapic(base));
     }
     handoff::open_a20();
     // SAFETY: the loader PML4's upper half equals the kernel's, which maps
     // the loader image and the stack through the HHDM; the entry point was
     // validated to lie in an executable segment of the loaded image.
-    unsafe {
-        handoff::enter_bsp(
-            kernel_cr3,
-            hhdm(blr.bsp_stack + stack_size),
-            loaded.kernel.entry,
-        )
-    }
+    unsafe { handoff::enter_bsp(kernel_cr3, hhdm(blr.bsp_stack + stack_size), loaded.kernel.entry) }
 }
 
 /// The loader's own image `[start, end)` (page aligned, .bss included).
@@ -206,11 +176,7 @@ fn loader_image() -> (u64, u64) {
 
 fn add_e820(inputs: &mut Regions<MAX_INPUTS>, info: &pvh::StartInfo) {
     for e in &info.e820[..info.e820_count] {
-        inputs.add(
-            e.base,
-            e.base.saturating_add(e.size),
-            Kind::from_e820(e.kind),
-        );
+        inputs.add(e.base, e.base.saturating_add(e.size), Kind::from_e820(e.kind));
     }
 }
 
@@ -225,11 +191,7 @@ fn free_memory(
         fail!("kernel module is empty");
     }
     if !phys::reachable(module.base, module.size) {
-        fail!(
-            "kernel module at {:#x} (+{:#x}) is above 4 GiB",
-            module.base,
-            module.size
-        );
+        fail!("kernel module at {:#x} (+{:#x}) is above 4 GiB", module.base, module.size);
     }
     let mut inputs = Regions::<MAX_INPUTS>::new();
     add_e820(&mut inputs, info);
@@ -257,13 +219,9 @@ fn load_kernel(alloc: &mut Allocator, module: &pvh::Module) -> Loaded {
         alloc.claim(module.base, end, Kind::ExecutableAndModules);
         module.base
     } else {
-        let Some(copy) = alloc.alloc(
-            module.size,
-            PAGE,
-            LOW_MEMORY,
-            Kind::ExecutableAndModules,
-            false,
-        ) else {
+        let Some(copy) =
+            alloc.alloc(module.size, PAGE, LOW_MEMORY, Kind::ExecutableAndModules, false)
+        else {
             fail!("not enough memory to page-align the kernel module");
         };
         // SAFETY: `copy` is fresh loader-owned memory; the module is RAM that
@@ -283,26 +241,14 @@ fn load_kernel(alloc: &mut Allocator, module: &pvh::Module) -> Loaded {
         }
         Err(elf::Error::Malformed(why)) => fail!("kernel ELF is malformed: {why}"),
     };
-    let Some(image_phys) = alloc.alloc(
-        kernel.span,
-        kernel.align,
-        LOW_MEMORY,
-        Kind::ExecutableAndModules,
-        false,
-    ) else {
-        fail!(
-            "not enough memory for the kernel image ({} KiB)",
-            kernel.span / 1024
-        );
+    let Some(image_phys) =
+        alloc.alloc(kernel.span, kernel.align, LOW_MEMORY, Kind::ExecutableAndModules, false)
+    else {
+        fail!("not enough memory for the kernel image ({} KiB)", kernel.span / 1024);
     };
     // SAFETY: freshly allocated, loader-owned, below 4 GiB.
     kernel.load(file, unsafe { phys::bytes_mut(image_phys, kernel.span) });
-    Loaded {
-        kernel,
-        image_phys,
-        module_phys,
-        module_size: module.size,
-    }
+    Loaded { kernel, image_phys, module_phys, module_size: module.size }
 }
 
 fn alloc_blr(alloc: &mut Allocator, size: u64, zero: bool, what: &str) -> u64 {
@@ -324,11 +270,8 @@ fn allocate_blr(
 ) -> Blr {
     let aps = cpus.saturating_sub(1) as u64;
     let bsp_stack = alloc_blr(alloc, stack_size, false, "the kernel stack");
-    let ap_stacks = if aps > 0 {
-        alloc_blr(alloc, aps * stack_size, false, "AP stacks")
-    } else {
-        0
-    };
+    let ap_stacks =
+        if aps > 0 { alloc_blr(alloc, aps * stack_size, false, "AP stacks") } else { 0 };
     let trampoline = if aps > 0 {
         match alloc.alloc_page_below(PAGE, LOW_MEMORY, Kind::BootloaderReclaimable) {
             Some(page) => page,
@@ -342,12 +285,7 @@ fn allocate_blr(
     let ram = info.e820[..info.e820_count]
         .iter()
         .filter(|e| e.kind == pvh::E820_RAM)
-        .map(|e| {
-            (
-                align_down(e.base, PAGE),
-                align_up(e.base.saturating_add(e.size), PAGE),
-            )
-        });
+        .map(|e| (align_down(e.base, PAGE), align_up(e.base.saturating_add(e.size), PAGE)));
     let tables_len = (paging::tables_needed(ram, kernel.span) + 8) * PAGE;
     let tables = alloc_blr(alloc, tables_len, true, "page tables");
     Blr {

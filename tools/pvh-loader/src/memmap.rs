@@ -53,10 +53,7 @@ impl Kind {
     /// executable-and-modules (and framebuffer, which PVH has none of)
     /// regions are mapped in the HHDM.
     pub fn in_hhdm(self) -> bool {
-        matches!(
-            self,
-            Kind::Usable | Kind::BootloaderReclaimable | Kind::ExecutableAndModules
-        )
+        matches!(self, Kind::Usable | Kind::BootloaderReclaimable | Kind::ExecutableAndModules)
     }
 
     pub fn from_e820(kind: u32) -> Kind {
@@ -80,11 +77,7 @@ pub struct Region {
 }
 
 impl Region {
-    pub const EMPTY: Region = Region {
-        start: 0,
-        end: 0,
-        kind: Kind::Reserved,
-    };
+    pub const EMPTY: Region = Region { start: 0, end: 0, kind: Kind::Reserved };
 
     pub fn len(&self) -> u64 {
         self.end - self.start
@@ -99,10 +92,7 @@ pub struct Regions<const N: usize> {
 
 impl<const N: usize> Regions<N> {
     pub const fn new() -> Self {
-        Regions {
-            items: [Region::EMPTY; N],
-            len: 0,
-        }
+        Regions { items: [Region::EMPTY; N], len: 0 }
     }
 
     pub fn push(&mut self, region: Region) {
@@ -189,11 +179,7 @@ pub fn classify(inputs: &[Region]) -> Regions<MAX_REGIONS> {
                 .map(|r| r.kind)
                 .max_by_key(|k| k.priority());
             if let Some(kind) = winner {
-                out.append_merged(Region {
-                    start: a,
-                    end: b,
-                    kind,
-                });
+                out.append_merged(Region { start: a, end: b, kind });
             }
         }
         prev = Some(b);
@@ -214,11 +200,7 @@ pub fn page_align(map: &Regions<MAX_REGIONS>) -> Regions<MAX_REGIONS> {
             _ => (r.start, r.end),
         };
         if end > start {
-            out.append_merged(Region {
-                start,
-                end,
-                kind: r.kind,
-            });
+            out.append_merged(Region { start, end, kind: r.kind });
         }
     }
     out

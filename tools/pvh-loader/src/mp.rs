@@ -210,24 +210,15 @@ impl CpuList {
     /// Enabled MADT processors; without a usable MADT, the BSP alone. In
     /// xAPIC mode, CPUs with APIC IDs above 254 cannot be addressed.
     pub fn from_madt(madt: &Result<Madt, &str>, bsp_apic_id: u32, x2apic: bool) -> CpuList {
-        let mut list = CpuList {
-            cpus: [Cpu::default(); MAX_CPUS],
-            len: 0,
-        };
+        let mut list = CpuList { cpus: [Cpu::default(); MAX_CPUS], len: 0 };
         match madt {
             Ok(m) => {
                 if m.dropped > 0 {
-                    say!(
-                        "{} CPUs beyond the first {MAX_CPUS} are left out",
-                        m.dropped
-                    );
+                    say!("{} CPUs beyond the first {MAX_CPUS} are left out", m.dropped);
                 }
                 for c in m.cpus() {
                     if c.apic_id > 254 && !x2apic {
-                        say!(
-                            "CPU with APIC ID {} needs x2APIC; it is left out",
-                            c.apic_id
-                        );
+                        say!("CPU with APIC ID {} needs x2APIC; it is left out", c.apic_id);
                     } else {
                         list.cpus[list.len] = *c;
                         list.len += 1;
@@ -239,10 +230,7 @@ impl CpuList {
         if !list.as_slice().iter().any(|c| c.apic_id == bsp_apic_id) {
             list.len = list.len.min(MAX_CPUS - 1);
             list.cpus.copy_within(0..list.len, 1);
-            list.cpus[0] = Cpu {
-                uid: 0,
-                apic_id: bsp_apic_id,
-            };
+            list.cpus[0] = Cpu { uid: 0, apic_id: bsp_apic_id };
             list.len += 1;
         }
         list
@@ -267,10 +255,7 @@ impl Listed {
 
 /// The BSP and every AP that checked in, in MADT order.
 pub fn listed(cpus: &[Cpu], bsp_apic_id: u32) -> Listed {
-    let mut out = Listed {
-        indices: [0; MAX_CPUS],
-        len: 0,
-    };
+    let mut out = Listed { indices: [0; MAX_CPUS], len: 0 };
     for (i, c) in cpus.iter().enumerate() {
         if c.apic_id == bsp_apic_id || checked_in(i) {
             out.indices[out.len] = i as u16;
@@ -306,11 +291,7 @@ fn checked_in(index: usize) -> bool {
 /// then releases them all to park. APs that do not check in are reported,
 /// sent INIT again and left out.
 pub fn start_aps(plan: &Plan) {
-    let aps = plan
-        .cpus
-        .iter()
-        .filter(|c| c.apic_id != plan.bsp_apic_id)
-        .count() as u64;
+    let aps = plan.cpus.iter().filter(|c| c.apic_id != plan.bsp_apic_id).count() as u64;
     if aps == 0 {
         return;
     }
@@ -322,18 +303,10 @@ pub fn start_aps(plan: &Plan) {
     INFO_COUNT.store(plan.cpus.len(), Ordering::Relaxed);
     STACKS.store(plan.stacks, Ordering::Relaxed);
     STACK_SIZE.store(plan.stack_size, Ordering::Relaxed);
-    EOI_REGISTER.store(
-        lapic::eoi_register(plan.mode).unwrap_or(0),
-        Ordering::Relaxed,
-    );
+    EOI_REGISTER.store(lapic::eoi_register(plan.mode).unwrap_or(0), Ordering::Relaxed);
     STACK_COUNT.store(aps, Ordering::Release);
 
-    let others = || {
-        plan.cpus
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.apic_id != plan.bsp_apic_id)
-    };
+    let others = || plan.cpus.iter().enumerate().filter(|(_, c)| c.apic_id != plan.bsp_apic_id);
     for (_, c) in others() {
         lapic::send_init(plan.mode, c.apic_id);
     }

@@ -43,13 +43,7 @@ pub struct PageTables {
 impl PageTables {
     /// `pool` is zeroed, page-aligned memory the loader owns (below 4 GiB).
     pub fn new(pool: u64, pool_len: u64, huge_1g: bool, nx: bool) -> Self {
-        let mut tables = PageTables {
-            pml4: 0,
-            next: pool,
-            end: pool + pool_len,
-            huge_1g,
-            nx,
-        };
+        let mut tables = PageTables { pml4: 0, next: pool, end: pool + pool_len, huge_1g, nx };
         tables.pml4 = tables.new_table();
         tables
     }

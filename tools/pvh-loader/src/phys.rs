@@ -19,10 +19,7 @@ pub const fn align_up(value: u64, align: u64) -> u64 {
 
 /// Whether `[phys, phys + len)` is non-null and lies inside the identity map.
 pub fn reachable(phys: u64, len: u64) -> bool {
-    phys != 0
-        && phys
-            .checked_add(len)
-            .is_some_and(|end| end <= IDENTITY_LIMIT)
+    phys != 0 && phys.checked_add(len).is_some_and(|end| end <= IDENTITY_LIMIT)
 }
 
 /// Borrows physical memory as bytes.

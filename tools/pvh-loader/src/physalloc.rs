@@ -22,10 +22,7 @@ impl Allocator {
             let end = align_down(r.end.min(IDENTITY_LIMIT), PAGE);
             free.add(start, end, Kind::Usable);
         }
-        Allocator {
-            free,
-            claims: Regions::new(),
-        }
+        Allocator { free, claims: Regions::new() }
     }
 
     /// Records memory the loader uses without having allocated it (its own
@@ -77,16 +74,10 @@ impl Allocator {
     /// Allocates one page as high as possible below `limit` (and not below
     /// `min`): for the AP trampoline, which must live below 1 MiB.
     pub fn alloc_page_below(&mut self, min: u64, limit: u64, kind: Kind) -> Option<u64> {
-        let found = self
-            .free
-            .as_slice()
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(i, r)| {
-                let top = align_down(r.end.min(limit), PAGE);
-                (top >= PAGE && top - PAGE >= r.start.max(min)).then_some((i, top - PAGE))
-            });
+        let found = self.free.as_slice().iter().enumerate().rev().find_map(|(i, r)| {
+            let top = align_down(r.end.min(limit), PAGE);
+            (top >= PAGE && top - PAGE >= r.start.max(min)).then_some((i, top - PAGE))
+        });
         let (index, start) = found?;
         self.take(index, start, PAGE, kind, true);
         Some(start)
@@ -97,24 +88,10 @@ impl Allocator {
         let end = start + size;
         self.free.remove(index);
         if end < r.end {
-            self.free.insert(
-                index,
-                Region {
-                    start: end,
-                    end: r.end,
-                    kind: Kind::Usable,
-                },
-            );
+            self.free.insert(index, Region { start: end, end: r.end, kind: Kind::Usable });
         }
         if start > r.start {
-            self.free.insert(
-                index,
-                Region {
-                    start: r.start,
-                    end: start,
-                    kind: Kind::Usable,
-                },
-            );
+            self.free.insert(index, Region { start: r.start, end: start, kind: Kind::Usable });
         }
         self.record(start, end, kind);
         if zero {

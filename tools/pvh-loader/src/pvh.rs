@@ -122,11 +122,7 @@ pub fn parse(phys: u64) -> StartInfo {
         let at = raw.memmap_paddr + (i * size_of::<RawE820>()) as u64;
         // SAFETY: the whole table was checked reachable above; it is firmware data.
         let entry: RawE820 = unsafe { phys::read(at) };
-        info.e820[i] = E820 {
-            base: entry.addr,
-            size: entry.size,
-            kind: entry.kind,
-        };
+        info.e820[i] = E820 { base: entry.addr, size: entry.size, kind: entry.kind };
     }
     info.e820_count = count;
 
@@ -137,20 +133,14 @@ pub fn parse(phys: u64) -> StartInfo {
                 info.cmdline = s;
                 info.cmdline_phys = raw.cmdline_paddr;
             }
-            None => fail!(
-                "PVH command line at {:#x} is unreadable or too long",
-                raw.cmdline_paddr
-            ),
+            None => fail!("PVH command line at {:#x} is unreadable or too long", raw.cmdline_paddr),
         }
     }
 
     if raw.nr_modules > 0 {
         let len = u64::from(raw.nr_modules) * size_of::<RawModule>() as u64;
         if !phys::reachable(raw.modlist_paddr, len) {
-            fail!(
-                "PVH module list at {:#x} is out of reach",
-                raw.modlist_paddr
-            );
+            fail!("PVH module list at {:#x} is out of reach", raw.modlist_paddr);
         }
         info.module_table = (raw.modlist_paddr, len);
         // SAFETY: checked reachable above; firmware data.
@@ -161,12 +151,8 @@ pub fn parse(phys: u64) -> StartInfo {
             // SAFETY: firmware-provided string memory, not written meanwhile.
             unsafe { phys::c_str(m.cmdline_paddr, MAX_STRING) }.unwrap_or(&[])
         };
-        info.module = Some(Module {
-            base: m.paddr,
-            size: m.size,
-            string,
-            string_phys: m.cmdline_paddr,
-        });
+        info.module =
+            Some(Module { base: m.paddr, size: m.size, string, string_phys: m.cmdline_paddr });
     }
     info
 }

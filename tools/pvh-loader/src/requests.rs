@@ -6,12 +6,8 @@ use crate::phys;
 
 const COMMON_MAGIC: [u64; 2] = [0xc7b1_dd30_df4c_8b88, 0x0a82_e883_a194_f07b];
 const BASE_REVISION_MAGIC: [u64; 2] = [0xf956_2b2d_5c95_a6c8, 0x6a7b_3849_4453_6bdc];
-const START_MARKER: [u64; 4] = [
-    0xf6b8_f4b3_9de7_d1ae,
-    0xfab9_1a69_40fc_b9cf,
-    0x785c_6ed0_15d3_e316,
-    0x181e_920a_7852_b9d9,
-];
+const START_MARKER: [u64; 4] =
+    [0xf6b8_f4b3_9de7_d1ae, 0xfab9_1a69_40fc_b9cf, 0x785c_6ed0_15d3_e316, 0x181e_920a_7852_b9d9];
 const END_MARKER: [u64; 2] = [0xadc0_e053_1bb1_0d03, 0x9572_709f_3176_4c62];
 
 /// The only base revision this loader implements.
@@ -36,41 +32,13 @@ pub enum Feature {
 }
 
 const FEATURES: [(Feature, [u64; 2], &str); 8] = [
-    (
-        Feature::BootloaderInfo,
-        [0xf550_38d8_e2a1_202f, 0x2794_26fc_f5f5_9740],
-        "bootloader info",
-    ),
-    (
-        Feature::StackSize,
-        [0x224e_f046_0a8e_8926, 0xe1cb_0fc2_5f46_ea3d],
-        "stack size",
-    ),
-    (
-        Feature::Hhdm,
-        [0x48dc_f1cb_8ad2_b852, 0x6398_4e95_9a98_244b],
-        "HHDM",
-    ),
-    (
-        Feature::Mp,
-        [0x95a6_7b81_9a1b_857e, 0xa0b6_1b72_3b6a_73e0],
-        "MP",
-    ),
-    (
-        Feature::Memmap,
-        [0x67cf_3d9d_378a_806f, 0xe304_acdf_c50c_3c62],
-        "memory map",
-    ),
-    (
-        Feature::ExecutableFile,
-        [0xad97_e90e_83f1_ed67, 0x31eb_5d1c_5ff2_3b69],
-        "executable file",
-    ),
-    (
-        Feature::Rsdp,
-        [0xc5e7_7b6b_397e_7b43, 0x2763_7845_accd_cf3c],
-        "RSDP",
-    ),
+    (Feature::BootloaderInfo, [0xf550_38d8_e2a1_202f, 0x2794_26fc_f5f5_9740], "bootloader info"),
+    (Feature::StackSize, [0x224e_f046_0a8e_8926, 0xe1cb_0fc2_5f46_ea3d], "stack size"),
+    (Feature::Hhdm, [0x48dc_f1cb_8ad2_b852, 0x6398_4e95_9a98_244b], "HHDM"),
+    (Feature::Mp, [0x95a6_7b81_9a1b_857e, 0xa0b6_1b72_3b6a_73e0], "MP"),
+    (Feature::Memmap, [0x67cf_3d9d_378a_806f, 0xe304_acdf_c50c_3c62], "memory map"),
+    (Feature::ExecutableFile, [0xad97_e90e_83f1_ed67, 0x31eb_5d1c_5ff2_3b69], "executable file"),
+    (Feature::Rsdp, [0xc5e7_7b6b_397e_7b43, 0x2763_7845_accd_cf3c], "RSDP"),
     (
         Feature::ExecutableAddress,
         [0x71ba_7686_3cc5_5f63, 0xb264_4a48_c516_a487],
@@ -105,10 +73,7 @@ fn word(image: &[u8], offset: usize) -> u64 {
 
 fn matches(image: &[u8], offset: usize, magic: &[u64]) -> bool {
     offset + magic.len() * 8 <= image.len()
-        && magic
-            .iter()
-            .enumerate()
-            .all(|(i, m)| word(image, offset + i * 8) == *m)
+        && magic.iter().enumerate().all(|(i, m)| word(image, offset + i * 8) == *m)
 }
 
 impl Requests {
@@ -132,10 +97,7 @@ impl Requests {
             to = end;
         }
 
-        let mut requests = Requests {
-            found: [0; FEATURES.len()],
-            base_revision_tag: 0,
-        };
+        let mut requests = Requests { found: [0; FEATURES.len()], base_revision_tag: 0 };
         let mut seen = [[0u64; 2]; MAX_REQUESTS];
         let mut seen_count = 0;
         let mut offset = from;

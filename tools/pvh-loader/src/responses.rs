@@ -69,10 +69,7 @@ pub fn arena_size(memmap_entries: usize, cpus: usize, strings: usize) -> u64 {
 
 impl Arena {
     pub fn new(phys: u64, len: u64) -> Self {
-        Arena {
-            next: phys,
-            end: phys + len,
-        }
+        Arena { next: phys, end: phys + len }
     }
 
     fn alloc(&mut self, size: u64) -> u64 {

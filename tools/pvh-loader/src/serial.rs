@@ -63,9 +63,7 @@ pub fn line(args: fmt::Arguments) {
     // Bounded spin: a CPU that faulted while holding the lock must not keep
     // the failure message from being printed.
     let mut tries = 0u32;
-    while LOCK
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
+    while LOCK.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err()
         && tries < 10_000_000
     {
         tries += 1;

@@ -29,14 +29,9 @@ impl Accel {
             // "failed to set MSR 0x10a".
             Self::Kvm => vec!["-accel", "kvm", "-cpu", "host,-arch-capabilities"],
             Self::Tcg => vec!["-accel", "tcg,thread=multi", "-cpu", "max"],
-            Self::Icount => vec![
-                "-accel",
-                "tcg,thread=single",
-                "-icount",
-                "shift=0",
-                "-cpu",
-                "max",
-            ],
+            Self::Icount => {
+                vec!["-accel", "tcg,thread=single", "-icount", "shift=0", "-cpu", "max"]
+            }
         }
     }
 
@@ -70,20 +65,12 @@ impl HostFacts {
             .map(String::from)
             .collect();
         let cpuinfo = std::fs::read_to_string(cpuinfo).unwrap_or_default();
-        Self {
-            dev_kvm: dev_kvm.exists(),
-            kvm_modules,
-            hw_virt_flag: has_hw_virt_flag(&cpuinfo),
-        }
+        Self { dev_kvm: dev_kvm.exists(), kvm_modules, hw_virt_flag: has_hw_virt_flag(&cpuinfo) }
     }
 
     /// The facts of this machine.
     pub fn of_this_host() -> Self {
-        Self::read(
-            Path::new("/dev/kvm"),
-            Path::new("/sys/module"),
-            Path::new("/proc/cpuinfo"),
-        )
+        Self::read(Path::new("/dev/kvm"), Path::new("/sys/module"), Path::new("/proc/cpuinfo"))
     }
 
     /// `Ok(module)` when `/dev/kvm` is hardware KVM (before the probe boot),
@@ -92,14 +79,12 @@ impl HostFacts {
         if !self.dev_kvm {
             return Err("no /dev/kvm".into());
         }
-        let module = ["kvm_intel", "kvm_amd"]
-            .into_iter()
-            .find(|m| self.kvm_modules.contains(*m));
+        let module = ["kvm_intel", "kvm_amd"].into_iter().find(|m| self.kvm_modules.contains(*m));
         match module {
             Some(module) if self.hw_virt_flag => Ok(module),
-            Some(module) => Err(format!(
-                "{module} is loaded but /proc/cpuinfo shows no vmx/svm flag"
-            )),
+            Some(module) => {
+                Err(format!("{module} is loaded but /proc/cpuinfo shows no vmx/svm flag"))
+            }
             None if self.kvm_modules.contains("kvm_pvm") => {
                 Err("/dev/kvm is kvm_pvm, a software hypervisor".into())
             }
@@ -114,11 +99,7 @@ pub fn has_hw_virt_flag(cpuinfo: &str) -> bool {
         .lines()
         .filter(|line| line.starts_with("flags"))
         .filter_map(|line| line.split_once(':'))
-        .any(|(_, flags)| {
-            flags
-                .split_whitespace()
-                .any(|flag| flag == "vmx" || flag == "svm")
-        })
+        .any(|(_, flags)| flags.split_whitespace().any(|flag| flag == "vmx" || flag == "svm"))
 }
 
 /// The accelerator picked and why.
@@ -145,17 +126,15 @@ pub fn choose(
     let decision = |accel, reason: String| Ok(AccelDecision { accel, reason });
     match choice {
         AccelChoice::Tcg => decision(Accel::Tcg, "requested".into()),
-        AccelChoice::Icount => decision(
-            Accel::Icount,
-            "requested (deterministic instruction counting)".into(),
-        ),
+        AccelChoice::Icount => {
+            decision(Accel::Icount, "requested (deterministic instruction counting)".into())
+        }
         AccelChoice::Auto => match facts.hardware_kvm() {
             Err(why) => decision(Accel::Tcg, why),
             Ok(module) => match probe() {
-                Ok(()) => decision(
-                    Accel::Kvm,
-                    format!("hardware KVM ({module}), probe boot works"),
-                ),
+                Ok(()) => {
+                    decision(Accel::Kvm, format!("hardware KVM ({module}), probe boot works"))
+                }
                 Err(why) => decision(
                     Accel::Tcg,
                     format!("{module} is loaded but the KVM probe boot failed: {why}"),
@@ -194,28 +173,14 @@ fn probe_firmware() -> Vec<u8> {
 
 /// The QEMU arguments of a probe boot under `accel` with `firmware`.
 pub fn probe_args(accel: Accel, firmware: &Path) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-M",
-        "microvm",
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args: Vec<String> =
+        ["-M", "microvm", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     args.extend(accel.qemu_args().iter().map(|s| s.to_string()));
     args.extend(
-        [
-            "-m",
-            "16M",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=4",
-            "-bios",
-        ]
-        .map(String::from),
+        ["-m", "16M", "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-bios"].map(String::from),
     );
     args.push(firmware.display().to_string());
     args
@@ -239,10 +204,7 @@ pub fn probe_boot(accel: Accel, limit: Duration) -> Result<(), String> {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {
-                let stderr = child
-                    .wait_with_output()
-                    .map(|o| o.stderr)
-                    .unwrap_or_default();
+                let stderr = child.wait_with_output().map(|o| o.stderr).unwrap_or_default();
                 let said = String::from_utf8_lossy(&stderr)
                     .lines()
                     .next()
@@ -299,19 +261,13 @@ mod tests {
             std::fs::create_dir_all(modules.join(m)).unwrap();
         }
         let cpuinfo = dir.path().join("cpuinfo");
-        std::fs::write(
-            &cpuinfo,
-            "processor\t: 0\nflags\t\t: fpu sse2 x2apic hypervisor\n",
-        )
-        .unwrap();
+        std::fs::write(&cpuinfo, "processor\t: 0\nflags\t\t: fpu sse2 x2apic hypervisor\n")
+            .unwrap();
         let dev_kvm = dir.path().join("kvm");
         std::fs::write(&dev_kvm, "").unwrap();
         let read = HostFacts::read(&dev_kvm, &modules, &cpuinfo);
         assert_eq!(read, facts(true, &["kvm", "kvm_pvm"], false));
-        assert_eq!(
-            read.hardware_kvm().unwrap_err(),
-            "/dev/kvm is kvm_pvm, a software hypervisor"
-        );
+        assert_eq!(read.hardware_kvm().unwrap_err(), "/dev/kvm is kvm_pvm, a software hypervisor");
 
         std::fs::write(&cpuinfo, "flags\t\t: fpu svm sse2\n").unwrap();
         std::fs::create_dir_all(modules.join("kvm_amd")).unwrap();
@@ -330,24 +286,17 @@ mod tests {
 
     #[test]
     fn auto_without_dev_kvm_is_tcg() {
-        let d = choose(
-            AccelChoice::Auto,
-            &facts(false, &["kvm_intel"], true),
-            &mut never_probe,
-        )
-        .unwrap();
+        let d = choose(AccelChoice::Auto, &facts(false, &["kvm_intel"], true), &mut never_probe)
+            .unwrap();
         assert_eq!(d.accel, Accel::Tcg);
         assert_eq!(d.line(), "runner: accel tcg (multi-threaded): no /dev/kvm");
     }
 
     #[test]
     fn auto_with_kvm_pvm_is_tcg() {
-        let d = choose(
-            AccelChoice::Auto,
-            &facts(true, &["kvm", "kvm_pvm"], false),
-            &mut never_probe,
-        )
-        .unwrap();
+        let d =
+            choose(AccelChoice::Auto, &facts(true, &["kvm", "kvm_pvm"], false), &mut never_probe)
+                .unwrap();
         assert_eq!(
             d.line(),
             "runner: accel tcg (multi-threaded): /dev/kvm is kvm_pvm, a software hypervisor"
@@ -356,28 +305,17 @@ mod tests {
 
     #[test]
     fn auto_with_hardware_kvm_probes() {
-        let d = choose(
-            AccelChoice::Auto,
-            &facts(true, &["kvm", "kvm_amd"], true),
-            &mut probe_ok,
-        )
-        .unwrap();
+        let d = choose(AccelChoice::Auto, &facts(true, &["kvm", "kvm_amd"], true), &mut probe_ok)
+            .unwrap();
         assert_eq!(d.accel, Accel::Kvm);
-        assert_eq!(
-            d.line(),
-            "runner: accel kvm: hardware KVM (kvm_amd), probe boot works"
-        );
+        assert_eq!(d.line(), "runner: accel kvm: hardware KVM (kvm_amd), probe boot works");
 
-        let d = choose(
-            AccelChoice::Auto,
-            &facts(true, &["kvm", "kvm_intel"], true),
-            &mut probe_fails,
-        )
-        .unwrap();
+        let d =
+            choose(AccelChoice::Auto, &facts(true, &["kvm", "kvm_intel"], true), &mut probe_fails)
+                .unwrap();
         assert_eq!(d.accel, Accel::Tcg);
         assert!(
-            d.reason
-                .contains("kvm_intel is loaded but the KVM probe boot failed: QEMU exited"),
+            d.reason.contains("kvm_intel is loaded but the KVM probe boot failed: QEMU exited"),
             "{}",
             d.reason
         );
@@ -385,71 +323,36 @@ mod tests {
 
     #[test]
     fn auto_without_the_cpu_flag_or_the_module_is_tcg() {
-        let d = choose(
-            AccelChoice::Auto,
-            &facts(true, &["kvm", "kvm_intel"], false),
-            &mut never_probe,
-        )
-        .unwrap();
+        let d =
+            choose(AccelChoice::Auto, &facts(true, &["kvm", "kvm_intel"], false), &mut never_probe)
+                .unwrap();
         assert_eq!(d.accel, Accel::Tcg);
         assert!(d.reason.contains("no vmx/svm"));
-        let d = choose(
-            AccelChoice::Auto,
-            &facts(true, &["kvm"], true),
-            &mut never_probe,
-        )
-        .unwrap();
+        let d = choose(AccelChoice::Auto, &facts(true, &["kvm"], true), &mut never_probe).unwrap();
         assert_eq!(d.accel, Accel::Tcg);
         assert!(d.reason.contains("not backed by kvm_intel or kvm_amd"));
     }
 
     #[test]
     fn explicit_kvm() {
-        let error = choose(
-            AccelChoice::Kvm,
-            &facts(false, &[], false),
-            &mut never_probe,
-        )
-        .unwrap_err();
+        let error =
+            choose(AccelChoice::Kvm, &facts(false, &[], false), &mut never_probe).unwrap_err();
         assert!(error.contains("no /dev/kvm"));
-        let error = choose(
-            AccelChoice::Kvm,
-            &facts(true, &["kvm_amd"], true),
-            &mut probe_fails,
-        )
-        .unwrap_err();
+        let error = choose(AccelChoice::Kvm, &facts(true, &["kvm_amd"], true), &mut probe_fails)
+            .unwrap_err();
         assert!(error.contains("probe boot failed"));
-        let d = choose(
-            AccelChoice::Kvm,
-            &facts(true, &["kvm_amd"], true),
-            &mut probe_ok,
-        )
-        .unwrap();
+        let d = choose(AccelChoice::Kvm, &facts(true, &["kvm_amd"], true), &mut probe_ok).unwrap();
         assert_eq!(d.accel, Accel::Kvm);
         // Honoured on kvm_pvm too, with a warning.
-        let d = choose(
-            AccelChoice::Kvm,
-            &facts(true, &["kvm_pvm"], false),
-            &mut probe_ok,
-        )
-        .unwrap();
+        let d = choose(AccelChoice::Kvm, &facts(true, &["kvm_pvm"], false), &mut probe_ok).unwrap();
         assert_eq!(d.accel, Accel::Kvm);
-        assert!(
-            d.reason.contains("kvm_pvm") && d.reason.contains("slower"),
-            "{}",
-            d.reason
-        );
+        assert!(d.reason.contains("kvm_pvm") && d.reason.contains("slower"), "{}", d.reason);
     }
 
     #[test]
     fn explicit_tcg_and_icount_never_probe() {
         let kvm = facts(true, &["kvm_intel"], true);
-        assert_eq!(
-            choose(AccelChoice::Tcg, &kvm, &mut never_probe)
-                .unwrap()
-                .accel,
-            Accel::Tcg
-        );
+        assert_eq!(choose(AccelChoice::Tcg, &kvm, &mut never_probe).unwrap().accel, Accel::Tcg);
         let d = choose(AccelChoice::Icount, &kvm, &mut never_probe).unwrap();
         assert_eq!(d.accel, Accel::Icount);
         assert!(d.line().starts_with("runner: accel icount"));
@@ -457,24 +360,11 @@ mod tests {
 
     #[test]
     fn accelerator_arguments() {
-        assert_eq!(
-            Accel::Kvm.qemu_args(),
-            ["-accel", "kvm", "-cpu", "host,-arch-capabilities"]
-        );
-        assert_eq!(
-            Accel::Tcg.qemu_args(),
-            ["-accel", "tcg,thread=multi", "-cpu", "max"]
-        );
+        assert_eq!(Accel::Kvm.qemu_args(), ["-accel", "kvm", "-cpu", "host,-arch-capabilities"]);
+        assert_eq!(Accel::Tcg.qemu_args(), ["-accel", "tcg,thread=multi", "-cpu", "max"]);
         assert_eq!(
             Accel::Icount.qemu_args(),
-            [
-                "-accel",
-                "tcg,thread=single",
-                "-icount",
-                "shift=0",
-                "-cpu",
-                "max"
-            ]
+            ["-accel", "tcg,thread=single", "-icount", "shift=0", "-cpu", "max"]
         );
     }
 
@@ -485,10 +375,7 @@ mod tests {
         assert_eq!(&image[0xfff0..0xfff4], &[0xb0, 0x10, 0xe6, 0xf4]);
         let args = probe_args(Accel::Kvm, Path::new("/tmp/p.bin"));
         assert!(args.windows(2).any(|w| w == ["-bios", "/tmp/p.bin"]));
-        assert!(
-            args.windows(2)
-                .any(|w| w == ["-cpu", "host,-arch-capabilities"])
-        );
+        assert!(args.windows(2).any(|w| w == ["-cpu", "host,-arch-capabilities"]));
     }
 
     /// The probe mechanism itself, under TCG (needs QEMU; skipped without it).

@@ -31,13 +31,7 @@ impl BootConfig {
     /// A configuration for `machine` with the default QEMU, echo off, times
     /// measured from now.
     pub fn new(machine: Machine, timeout: Option<Duration>) -> Self {
-        Self {
-            qemu: crate::QEMU.into(),
-            machine,
-            timeout,
-            echo: false,
-            epoch: Instant::now(),
-        }
+        Self { qemu: crate::QEMU.into(), machine, timeout, echo: false, epoch: Instant::now() }
     }
 }
 
@@ -134,29 +128,17 @@ pub fn boot_with(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = match wait_until(
-        &mut child,
-        if timed_out {
-            Some(Instant::now())
-        } else {
-            deadline
-        },
-    )? {
-        Some(status) => status_of(status),
-        None => QemuStatus::TimedOut,
-    };
+    let status =
+        match wait_until(&mut child, if timed_out { Some(Instant::now()) } else { deadline })? {
+            Some(status) => status_of(status),
+            None => QemuStatus::TimedOut,
+        };
     // QEMU is gone, so its pipes are closed and both threads end.
     let _ = reader.join();
     let stderr = stderr_forwarder.join().unwrap_or_default();
     // Lines the reader sent after the timeout broke the loop.
     lines.extend(receiver.try_iter());
-    Ok(BootOutcome {
-        status,
-        lines,
-        stderr,
-        duration: start.elapsed(),
-        boot_line_at,
-    })
+    Ok(BootOutcome { status, lines, stderr, duration: start.elapsed(), boot_line_at })
 }
 
 /// Waits for `child` until `deadline`; kills it then and returns `None`.
@@ -212,21 +194,14 @@ mod tests {
 
     fn config(qemu: OsString, timeout: Option<Duration>) -> BootConfig {
         let machine = Machine {
-            media: Media::Pvh {
-                loader: "l".into(),
-                kernel: "k".into(),
-                cmdline: String::new(),
-            },
+            media: Media::Pvh { loader: "l".into(), kernel: "k".into(), cmdline: String::new() },
             accel: Accel::Tcg,
             smp: 1,
             mem_mib: 64,
             gdb: false,
             extra: vec![],
         };
-        BootConfig {
-            qemu,
-            ..BootConfig::new(machine, timeout)
-        }
+        BootConfig { qemu, ..BootConfig::new(machine, timeout) }
     }
 
     #[test]
@@ -242,10 +217,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(outcome.status, QemuStatus::Exited(35));
-        assert_eq!(
-            outcome.lines,
-            ["hello", r#"BOOT {"cpus":1}"#, "last line without newline"]
-        );
+        assert_eq!(outcome.lines, ["hello", r#"BOOT {"cpus":1}"#, "last line without newline"]);
         assert_eq!(seen, outcome.lines);
         assert_eq!(outcome.stderr, "oops\n");
         assert!(outcome.boot_line_at.is_some());
@@ -259,11 +231,7 @@ mod tests {
         assert_eq!(outcome.status, QemuStatus::TimedOut);
         assert_eq!(outcome.lines, ["started"]);
         assert!(outcome.boot_line_at.is_none());
-        assert!(
-            outcome.duration < Duration::from_secs(10),
-            "{:?}",
-            outcome.duration
-        );
+        assert!(outcome.duration < Duration::from_secs(10), "{:?}", outcome.duration);
     }
 
     #[test]
@@ -279,10 +247,7 @@ mod tests {
     fn a_signal_is_not_a_verdict() {
         let dir = tempfile::tempdir().unwrap();
         let qemu = fake_qemu(dir.path(), "kill -9 $$");
-        assert_eq!(
-            boot(&config(qemu, None)).unwrap().status,
-            QemuStatus::Killed
-        );
+        assert_eq!(boot(&config(qemu, None)).unwrap().status, QemuStatus::Killed);
     }
 
     #[test]

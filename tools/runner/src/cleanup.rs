@@ -24,11 +24,7 @@ pub fn install() {
             for pid in CHILDREN.lock().map(|pids| pids.clone()).unwrap_or_default() {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
-            for folder in FOLDERS
-                .lock()
-                .map(|folders| folders.clone())
-                .unwrap_or_default()
-            {
+            for folder in FOLDERS.lock().map(|folders| folders.clone()).unwrap_or_default() {
                 let _ = std::fs::remove_dir_all(folder);
             }
             eprintln!("runner: interrupted");
@@ -93,19 +89,9 @@ mod tests {
         let child = track_child(4_000_000);
         let folder = track_folder("/tmp/runner-test-folder".into());
         assert!(CHILDREN.lock().unwrap().contains(&4_000_000));
-        assert!(
-            FOLDERS
-                .lock()
-                .unwrap()
-                .contains(&PathBuf::from("/tmp/runner-test-folder"))
-        );
+        assert!(FOLDERS.lock().unwrap().contains(&PathBuf::from("/tmp/runner-test-folder")));
         drop((child, folder));
         assert!(!CHILDREN.lock().unwrap().contains(&4_000_000));
-        assert!(
-            !FOLDERS
-                .lock()
-                .unwrap()
-                .contains(&PathBuf::from("/tmp/runner-test-folder"))
-        );
+        assert!(!FOLDERS.lock().unwrap().contains(&PathBuf::from("/tmp/runner-test-folder")));
     }
 }

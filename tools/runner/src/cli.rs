@@ -131,9 +131,7 @@ impl MemSize {
 
     /// The default for `smp` CPUs: 512 MiB, 1 GiB above 16 CPUs.
     pub fn default_for(smp: u32) -> Self {
-        Self {
-            mib: if smp > 16 { 1024 } else { 512 },
-        }
+        Self { mib: if smp > 16 { 1024 } else { 512 } }
     }
 }
 
@@ -150,22 +148,17 @@ impl fmt::Display for MemSize {
 /// Parses `512M`, `2G`, `1024` (MiB), `524288K`; also `MiB`/`GiB`/`MB` spellings.
 pub fn parse_mem(text: &str) -> Result<MemSize, String> {
     let lower = text.trim().to_ascii_lowercase();
-    let split = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
+    let split = lower.find(|c: char| !c.is_ascii_digit()).unwrap_or(lower.len());
     let (digits, unit) = lower.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size like 512M or 2G"))?;
+    let number: u64 =
+        digits.parse().map_err(|_| format!("'{text}' is not a size like 512M or 2G"))?;
     let kib_per_unit: u64 = match unit.trim_end_matches('b').trim_end_matches('i') {
         "k" => 1,
         "" | "m" => 1024,
         "g" => 1024 * 1024,
         _ => return Err(format!("'{text}': unknown unit (use K, M or G)")),
     };
-    let kib = number
-        .checked_mul(kib_per_unit)
-        .ok_or_else(|| format!("'{text}' is too large"))?;
+    let kib = number.checked_mul(kib_per_unit).ok_or_else(|| format!("'{text}' is too large"))?;
     if !kib.is_multiple_of(1024) {
         return Err(format!("'{text}' is not a whole number of MiB"));
     }
@@ -184,10 +177,7 @@ pub fn parse_mem(text: &str) -> Result<MemSize, String> {
 pub fn kernel_cmdline(args: &[String]) -> Result<String, String> {
     for arg in args {
         let valid_key = arg.split_once('=').is_some_and(|(key, _)| {
-            !key.is_empty()
-                && key
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
         });
         if !valid_key || arg.chars().any(char::is_whitespace) {
             return Err(format!(
@@ -225,11 +215,8 @@ impl Cli {
         if self.gdb {
             return None;
         }
-        let default = if self.is_test_binary() {
-            DEFAULT_TEST_TIMEOUT_S
-        } else {
-            DEFAULT_RUN_TIMEOUT_S
-        };
+        let default =
+            if self.is_test_binary() { DEFAULT_TEST_TIMEOUT_S } else { DEFAULT_RUN_TIMEOUT_S };
         match self.timeout.unwrap_or(default) {
             0 => None,
             seconds => Some(Duration::from_secs(seconds)),
@@ -239,10 +226,7 @@ impl Cli {
 
 /// Whether `kernel`'s parent folder is `deps`, where cargo puts test binaries.
 pub fn is_test_binary(kernel: &std::path::Path) -> bool {
-    kernel
-        .parent()
-        .and_then(|dir| dir.file_name())
-        .is_some_and(|name| name == "deps")
+    kernel.parent().and_then(|dir| dir.file_name()).is_some_and(|name| name == "deps")
 }
 
 #[cfg(test)]
@@ -255,23 +239,14 @@ mod tests {
 
     #[test]
     fn options_after_the_kernel_path_mix_with_kernel_args() {
-        let cli = parse(&[
-            "target/kernel",
-            "--smp",
-            "8",
-            "heap=64M",
-            "--accel=tcg",
-            "alloc=locked",
-        ])
-        .unwrap();
+        let cli =
+            parse(&["target/kernel", "--smp", "8", "heap=64M", "--accel=tcg", "alloc=locked"])
+                .unwrap();
         assert_eq!(cli.kernel, PathBuf::from("target/kernel"));
         assert_eq!(cli.smp, 8);
         assert_eq!(cli.accel, AccelChoice::Tcg);
         assert_eq!(cli.kernel_args, ["heap=64M", "alloc=locked"]);
-        assert_eq!(
-            kernel_cmdline(&cli.kernel_args).unwrap(),
-            "heap=64M alloc=locked"
-        );
+        assert_eq!(kernel_cmdline(&cli.kernel_args).unwrap(), "heap=64M alloc=locked");
     }
 
     #[test]
@@ -281,24 +256,15 @@ mod tests {
         assert_eq!(cli.accel, AccelChoice::Auto);
         assert_eq!(cli.boot, BootMode::Pvh);
         assert_eq!(cli.mem(), MemSize { mib: 512 });
-        assert_eq!(
-            cli.timeout(),
-            Some(Duration::from_secs(DEFAULT_RUN_TIMEOUT_S))
-        );
+        assert_eq!(cli.timeout(), Some(Duration::from_secs(DEFAULT_RUN_TIMEOUT_S)));
         assert!(!cli.gdb && !cli.verbose && cli.qemu_args.is_empty());
         assert_eq!(kernel_cmdline(&cli.kernel_args).unwrap(), "");
     }
 
     #[test]
     fn memory_defaults_to_1g_above_16_cpus() {
-        assert_eq!(
-            parse(&["k", "--smp", "17"]).unwrap().mem(),
-            MemSize { mib: 1024 }
-        );
-        assert_eq!(
-            parse(&["k", "--smp", "16"]).unwrap().mem(),
-            MemSize { mib: 512 }
-        );
+        assert_eq!(parse(&["k", "--smp", "17"]).unwrap().mem(), MemSize { mib: 1024 });
+        assert_eq!(parse(&["k", "--smp", "16"]).unwrap().mem(), MemSize { mib: 512 });
         assert_eq!(
             parse(&["k", "--smp", "32", "--mem", "2G"]).unwrap().mem(),
             MemSize { mib: 2048 }
@@ -313,17 +279,7 @@ mod tests {
         assert_eq!(parse_mem("2GiB"), Ok(MemSize { mib: 2048 }));
         assert_eq!(parse_mem("768"), Ok(MemSize { mib: 768 }));
         assert_eq!(parse_mem("65536K"), Ok(MemSize { mib: 64 }));
-        for bad in [
-            "",
-            "M",
-            "lots",
-            "1T",
-            "16M",
-            "100G",
-            "1000K",
-            "-1G",
-            "99999999999999999999G",
-        ] {
+        for bad in ["", "M", "lots", "1T", "16M", "100G", "1000K", "-1G", "99999999999999999999G"] {
             assert!(parse_mem(bad).is_err(), "{bad} accepted");
         }
         assert!(parse(&["k", "--mem", "12M"]).is_err());
@@ -403,37 +359,21 @@ mod tests {
     fn timeouts() {
         let test = parse(&["target/x86_64-unknown-none/debug/deps/boot-0a1b"]).unwrap();
         assert!(test.is_test_binary());
-        assert_eq!(
-            test.timeout(),
-            Some(Duration::from_secs(DEFAULT_TEST_TIMEOUT_S))
-        );
+        assert_eq!(test.timeout(), Some(Duration::from_secs(DEFAULT_TEST_TIMEOUT_S)));
         assert_eq!(
             parse(&["k", "--timeout", "5"]).unwrap().timeout(),
             Some(Duration::from_secs(5))
         );
         assert_eq!(parse(&["k", "--timeout", "0"]).unwrap().timeout(), None);
-        assert_eq!(
-            parse(&["k", "--timeout", "5", "--gdb"]).unwrap().timeout(),
-            None
-        );
-        assert!(
-            !parse(&["target/x86_64-unknown-none/debug/kernel"])
-                .unwrap()
-                .is_test_binary()
-        );
+        assert_eq!(parse(&["k", "--timeout", "5", "--gdb"]).unwrap().timeout(), None);
+        assert!(!parse(&["target/x86_64-unknown-none/debug/kernel"]).unwrap().is_test_binary());
     }
 
     #[test]
     fn a_kernel_argument_can_be_replaced() {
         assert_eq!(with_kernel_arg("", "test_skip", "2"), "test_skip=2");
-        assert_eq!(
-            with_kernel_arg("heap=8M test_skip=1", "test_skip", "3"),
-            "heap=8M test_skip=3"
-        );
-        assert_eq!(
-            with_kernel_arg("heap=8M", "test_skip", "1"),
-            "heap=8M test_skip=1"
-        );
+        assert_eq!(with_kernel_arg("heap=8M test_skip=1", "test_skip", "3"), "heap=8M test_skip=3");
+        assert_eq!(with_kernel_arg("heap=8M", "test_skip", "1"), "heap=8M test_skip=1");
     }
 
     #[test]

@@ -14,12 +14,8 @@ use crate::qemu::Firmware;
 /// Names the folder of a Limine binary release.
 pub const LIMINE_DIR_ENV: &str = "LIMINE_DIR";
 /// The release's files the ISO needs.
-pub const LIMINE_FILES: [&str; 4] = [
-    "limine-bios.sys",
-    "limine-bios-cd.bin",
-    "limine-uefi-cd.bin",
-    "BOOTX64.EFI",
-];
+pub const LIMINE_FILES: [&str; 4] =
+    ["limine-bios.sys", "limine-bios-cd.bin", "limine-uefi-cd.bin", "BOOTX64.EFI"];
 /// OVMF's code and variable store (Debian package `ovmf`); `OVMF_CODE` and
 /// `OVMF_VARS` override them.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -53,10 +49,8 @@ pub fn find_limine(dir: Option<&OsStr>, bios: bool) -> Result<Limine, String> {
             dir.display()
         ));
     }
-    let missing: Vec<&str> = LIMINE_FILES
-        .into_iter()
-        .filter(|file| !dir.join(file).is_file())
-        .collect();
+    let missing: Vec<&str> =
+        LIMINE_FILES.into_iter().filter(|file| !dir.join(file).is_file()).collect();
     if !missing.is_empty() {
         return Err(format!(
             "LIMINE_DIR={} lacks {}; it must hold {WHERE_LIMINE_COMES_FROM}",
@@ -81,14 +75,10 @@ pub fn find_limine(dir: Option<&OsStr>, bios: bool) -> Result<Limine, String> {
 /// one gets it after its `path:` line.
 pub fn rewrite_conf(conf: &str, cmdline: &str) -> Result<String, String> {
     let key_of = |line: &str| {
-        line.trim_start()
-            .split_once(':')
-            .map(|(key, _)| key.trim().to_ascii_lowercase())
+        line.trim_start().split_once(':').map(|(key, _)| key.trim().to_ascii_lowercase())
     };
     let indent_of = |line: &str| line[..line.len() - line.trim_start().len()].to_string();
-    let has_cmdline = conf
-        .lines()
-        .any(|line| key_of(line).as_deref() == Some("cmdline"));
+    let has_cmdline = conf.lines().any(|line| key_of(line).as_deref() == Some("cmdline"));
     let mut out = String::new();
     let mut changed = false;
     for line in conf.lines() {
@@ -165,11 +155,7 @@ pub fn build_iso(
         (limine.dir.join("BOOTX64.EFI"), efi_dir.join("BOOTX64.EFI")),
     ]
     .into_iter()
-    .chain(
-        LIMINE_FILES[..3]
-            .iter()
-            .map(|file| (limine.dir.join(file), boot_dir.join(file))),
-    );
+    .chain(LIMINE_FILES[..3].iter().map(|file| (limine.dir.join(file), boot_dir.join(file))));
     for (from, to) in copies {
         std::fs::copy(&from, &to)
             .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
@@ -177,15 +163,11 @@ pub fn build_iso(
     std::fs::write(boot_dir.join("limine.conf"), conf).context("cannot write limine.conf")?;
 
     let iso = work.join("kernel.iso");
-    run_quietly(
-        Command::new(xorriso).args(xorriso_args(&root, &iso)),
-        "xorriso",
-    )?;
+    run_quietly(Command::new(xorriso).args(xorriso_args(&root, &iso)), "xorriso")?;
     match (&limine.tool, bios) {
-        (Some(tool), _) => run_quietly(
-            Command::new(tool).arg("bios-install").arg(&iso),
-            "limine bios-install",
-        )?,
+        (Some(tool), _) => {
+            run_quietly(Command::new(tool).arg("bios-install").arg(&iso), "limine bios-install")?
+        }
         (None, true) => bail!("the limine tool is needed for BIOS boot"),
         (None, false) => {}
     }
@@ -193,9 +175,7 @@ pub fn build_iso(
 }
 
 fn run_quietly(command: &mut Command, what: &str) -> anyhow::Result<()> {
-    let output = command
-        .output()
-        .with_context(|| format!("cannot run {what}"))?;
+    let output = command.output().with_context(|| format!("cannot run {what}"))?;
     if !output.status.success() {
         bail!(
             "{what} failed ({}):\n{}{}",
@@ -239,11 +219,7 @@ mod tests {
             "timeout: 0\n\n/SMP slab-heap kernel\n    protocol: limine\n    path: boot():/boot/kernel\n    cmdline: heap=64M test_skip=1\n"
         );
         let with_value = REPO_STYLE_CONF.replace("cmdline:", "CMDLINE: old=1");
-        assert!(
-            rewrite_conf(&with_value, "")
-                .unwrap()
-                .ends_with("    cmdline: \n")
-        );
+        assert!(rewrite_conf(&with_value, "").unwrap().ends_with("    cmdline: \n"));
     }
 
     #[test]
@@ -261,25 +237,15 @@ mod tests {
     fn the_repo_conf_boots_boot_kernel() {
         let conf = std::fs::read_to_string(crate::loader::workspace_root().join("limine.conf"));
         if let Ok(conf) = conf {
-            assert!(
-                conf.contains("boot():/boot/kernel"),
-                "limine.conf must name /boot/kernel"
-            );
-            assert!(
-                rewrite_conf(&conf, "heap=8M")
-                    .unwrap()
-                    .contains("cmdline: heap=8M")
-            );
+            assert!(conf.contains("boot():/boot/kernel"), "limine.conf must name /boot/kernel");
+            assert!(rewrite_conf(&conf, "heap=8M").unwrap().contains("cmdline: heap=8M"));
         }
     }
 
     #[test]
     fn limine_dir_is_required_and_checked() {
         let error = find_limine(None, true).unwrap_err();
-        assert!(
-            error.contains("LIMINE_DIR") && error.contains("binary"),
-            "{error}"
-        );
+        assert!(error.contains("LIMINE_DIR") && error.contains("binary"), "{error}");
         assert!(find_limine(Some(OsStr::new("")), false).is_err());
         assert!(
             find_limine(Some(OsStr::new("/nonexistent/limine")), false)
@@ -306,9 +272,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("limine"), "").unwrap();
         assert_eq!(
-            find_limine(Some(dir.path().as_os_str()), true)
-                .unwrap()
-                .tool,
+            find_limine(Some(dir.path().as_os_str()), true).unwrap().tool,
             Some(dir.path().join("limine"))
         );
     }
@@ -338,10 +302,7 @@ mod tests {
         let kernel = limine_dir.path().join("kernel.elf");
         std::fs::write(&kernel, b"\x7fELF").unwrap();
         let work = tempfile::tempdir().unwrap();
-        let limine = Limine {
-            dir: limine_dir.path().into(),
-            tool: None,
-        };
+        let limine = Limine { dir: limine_dir.path().into(), tool: None };
         let iso = build_iso(&limine, &kernel, "cmdline: x=1\n", work.path(), false).unwrap();
         assert!(std::fs::metadata(&iso).unwrap().len() > 0);
         assert_eq!(

@@ -29,7 +29,5 @@ pub const EXIT_RUNNER_ERROR: i32 = 2;
 /// Finds `name` in the `PATH` directories, like `which`.
 pub fn find_in_path(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }

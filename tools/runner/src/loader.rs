@@ -25,10 +25,11 @@ pub fn loader_path(root: &Path) -> PathBuf {
 pub fn build_command(root: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
-    command
-        .current_dir(root)
-        .args(["build", "--quiet", "-p", "pvh-loader", "--release"])
-        .args(["--target", "x86_64-unknown-none", "--target-dir"]);
+    command.current_dir(root).args(["build", "--quiet", "-p", "pvh-loader", "--release"]).args([
+        "--target",
+        "x86_64-unknown-none",
+        "--target-dir",
+    ]);
     command.arg(root.join("target/tools"));
     command
 }
@@ -42,9 +43,8 @@ pub fn pvh_loader(root: &Path) -> anyhow::Result<PathBuf> {
         }
         return Ok(path);
     }
-    let output = build_command(root)
-        .output()
-        .context("cannot run cargo to build the PVH loader")?;
+    let output =
+        build_command(root).output().context("cannot run cargo to build the PVH loader")?;
     if !output.status.success() {
         bail!(
             "building the PVH loader failed (cargo build -p pvh-loader --release --target x86_64-unknown-none):\n{}",
@@ -53,10 +53,7 @@ pub fn pvh_loader(root: &Path) -> anyhow::Result<PathBuf> {
     }
     let path = loader_path(root);
     if !path.is_file() {
-        bail!(
-            "cargo built the PVH loader but {} is missing",
-            path.display()
-        );
+        bail!("cargo built the PVH loader but {} is missing", path.display());
     }
     Ok(path)
 }
@@ -76,10 +73,7 @@ mod tests {
     #[test]
     fn build_command_targets_the_tools_dir() {
         let command = build_command(Path::new("/r"));
-        let args: Vec<_> = command
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<_> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             args,
             [

@@ -141,19 +141,13 @@ mod tests {
 
     #[test]
     fn failure_quotes_the_panic() {
-        let serial = lines(&[
-            "BOOT {}",
-            "PANIC cpu=2 at kernel/src/x.rs:1:5: boom",
-            "later",
-        ]);
+        let serial = lines(&["BOOT {}", "PANIC cpu=2 at kernel/src/x.rs:1:5: boom", "later"]);
         assert_eq!(
             Verdict::Failure.reason(&serial, "", None).unwrap(),
             "kernel reported failure: PANIC cpu=2 at kernel/src/x.rs:1:5: boom"
         );
         assert_eq!(
-            Verdict::Failure
-                .reason(&lines(&["boot: bad cmdline", ""]), "", None)
-                .unwrap(),
+            Verdict::Failure.reason(&lines(&["boot: bad cmdline", ""]), "", None).unwrap(),
             "kernel reported failure (last serial line: boot: bad cmdline)"
         );
         assert_eq!(
@@ -177,16 +171,9 @@ mod tests {
              QEMU said: qemu-system-x86_64: -initrd k: error"
         );
         assert_eq!(
-            Verdict::Timeout
-                .reason(&[], "", Some(Duration::from_secs(120)))
-                .unwrap(),
+            Verdict::Timeout.reason(&[], "", Some(Duration::from_secs(120))).unwrap(),
             "timeout after 120 s"
         );
-        assert!(
-            Verdict::HeapExhausted
-                .reason(&[], "", None)
-                .unwrap()
-                .contains("heap exhausted")
-        );
+        assert!(Verdict::HeapExhausted.reason(&[], "", None).unwrap().contains("heap exhausted"));
     }
 }

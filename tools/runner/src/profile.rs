@@ -41,12 +41,8 @@ fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
         println!("runner: warning: {warning}");
     }
     let out = output_folder(args.options.out.as_deref(), "profile-")?;
-    let cell = Cell {
-        alloc: args.alloc.clone(),
-        workload: args.workload.clone(),
-        cpus: args.smp,
-        rep: 1,
-    };
+    let cell =
+        Cell { alloc: args.alloc.clone(), workload: args.workload.clone(), cpus: args.smp, rep: 1 };
     let cmdline = matrix::cmdline(&cell.workload, &cell.alloc, args.options.ops, true, &extra);
     println!(
         "runner: profile alloc={} workload={} cpus={}: kernel command line '{cmdline}'",
@@ -81,11 +77,7 @@ fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
             Vec::new()
         }
     };
-    let hz = bench
-        .as_ref()
-        .ok()
-        .and_then(|b| b.get("timestamp_hz"))
-        .and_then(Value::as_f64);
+    let hz = bench.as_ref().ok().and_then(|b| b.get("timestamp_hz")).and_then(Value::as_f64);
     let record = Record {
         cell: cell.clone(),
         accel: session.decision.accel,
@@ -165,10 +157,7 @@ mod tests {
 
     #[test]
     fn per_cpu_summary() {
-        let traces = [LockTrace {
-            cpu: 3,
-            events: vec![[0, 2000, 3000], [4000, 4000, 8000]],
-        }];
+        let traces = [LockTrace { cpu: 3, events: vec![[0, 2000, 3000], [4000, 4000, 8000]] }];
         assert_eq!(
             trace_summary(&traces, Some(1e9)),
             ["cpu 3: 2 acquisitions traced (1 waited), waiting 2.0 µs, holding 5.0 µs"]

@@ -14,11 +14,7 @@ pub const GDB_PORT: u16 = 1234;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Media {
     /// microvm loads the PVH loader, which starts the kernel (the initrd).
-    Pvh {
-        loader: PathBuf,
-        kernel: PathBuf,
-        cmdline: String,
-    },
+    Pvh { loader: PathBuf, kernel: PathBuf, cmdline: String },
     /// q35 boots a Limine ISO (the command line is inside the ISO).
     Iso { iso: PathBuf, firmware: Firmware },
 }
@@ -54,29 +50,12 @@ impl Machine {
             Media::Pvh { .. } => "microvm",
             Media::Iso { .. } => "q35",
         };
-        push(&[
-            "-M",
-            machine,
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-        ]);
+        push(&["-M", machine, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
         push(&self.accel.qemu_args());
-        push(&[
-            "-smp",
-            &self.smp.to_string(),
-            "-m",
-            &format!("{}M", self.mem_mib),
-        ]);
+        push(&["-smp", &self.smp.to_string(), "-m", &format!("{}M", self.mem_mib)]);
         push(&["-serial", SERIAL, "-device", DEBUG_EXIT_DEVICE]);
         match &self.media {
-            Media::Pvh {
-                loader,
-                kernel,
-                cmdline,
-            } => {
+            Media::Pvh { loader, kernel, cmdline } => {
                 args.extend([
                     "-kernel".into(),
                     loader.into(),
@@ -131,14 +110,8 @@ pub fn shell_line(program: &str, args: &[OsString]) -> String {
 /// `text` as one shell word.
 pub fn shell_quote(text: &str) -> String {
     let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=+,./:@%".contains(c));
-    if plain {
-        text.to_string()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_=+,./:@%".contains(c));
+    if plain { text.to_string() } else { format!("'{}'", text.replace('\'', r"'\''")) }
 }
 
 #[cfg(test)]
@@ -207,10 +180,7 @@ mod tests {
     #[test]
     fn limine_bios() {
         let machine = Machine {
-            media: Media::Iso {
-                iso: "/tmp/x/kernel.iso".into(),
-                firmware: Firmware::Bios,
-            },
+            media: Media::Iso { iso: "/tmp/x/kernel.iso".into(), firmware: Firmware::Bios },
             accel: Accel::Tcg,
             smp: 2,
             mem_mib: 1024,

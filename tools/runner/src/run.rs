@@ -41,23 +41,15 @@ pub fn run(cli: &Cli, epoch: Instant) -> i32 {
 
 /// Where each boot's media come from.
 pub(crate) enum MediaSource {
-    Pvh {
-        loader: PathBuf,
-    },
-    Limine {
-        limine: Limine,
-        conf: String,
-        uefi: bool,
-    },
+    Pvh { loader: PathBuf },
+    Limine { limine: Limine, conf: String, uefi: bool },
 }
 
 impl MediaSource {
     /// Builds the PVH loader, or finds the Limine release and `limine.conf`.
     pub(crate) fn prepare(mode: BootMode, root: &Path) -> anyhow::Result<Self> {
         match mode {
-            BootMode::Pvh => Ok(Self::Pvh {
-                loader: loader::pvh_loader(root)?,
-            }),
+            BootMode::Pvh => Ok(Self::Pvh { loader: loader::pvh_loader(root)? }),
             BootMode::LimineBios | BootMode::LimineUefi => {
                 let bios = mode == BootMode::LimineBios;
                 let limine =
@@ -67,11 +59,7 @@ impl MediaSource {
                 let conf = std::fs::read_to_string(&path).with_context(|| {
                     format!("--boot {}: cannot read {}", mode.name(), path.display())
                 })?;
-                Ok(Self::Limine {
-                    limine,
-                    conf,
-                    uefi: !bios,
-                })
+                Ok(Self::Limine { limine, conf, uefi: !bios })
             }
         }
     }
@@ -90,11 +78,7 @@ impl MediaSource {
                 let conf =
                     iso::rewrite_conf(conf, cmdline).map_err(|e| anyhow!("limine.conf: {e}"))?;
                 let iso = iso::build_iso(limine, kernel, &conf, work, !uefi)?;
-                let firmware = if *uefi {
-                    iso::ovmf(work)?
-                } else {
-                    Firmware::Bios
-                };
+                let firmware = if *uefi { iso::ovmf(work)? } else { Firmware::Bios };
                 Ok(Media::Iso { iso, firmware })
             }
         }
@@ -111,9 +95,7 @@ fn run_boots(cli: &Cli, epoch: Instant) -> anyhow::Result<i32> {
     }
     let cmdline = kernel_cmdline(&cli.kernel_args).map_err(|e| anyhow!(e))?;
     if crate::find_in_path(QEMU).is_none() {
-        return Err(anyhow!(
-            "{QEMU} is not on PATH: install the Debian package qemu-system-x86"
-        ));
+        return Err(anyhow!("{QEMU} is not on PATH: install the Debian package qemu-system-x86"));
     }
     let decision = accel::choose(cli.accel, &HostFacts::of_this_host(), &mut || {
         accel::probe_boot(Accel::Kvm, PROBE_LIMIT)
@@ -181,9 +163,8 @@ fn run_boots(cli: &Cli, epoch: Instant) -> anyhow::Result<i32> {
                 skip = next;
             }
             Some(next) if next <= skip => {
-                resume_problem = Some(format!(
-                    "kernel asked to resume at test {next} again (no progress)"
-                ));
+                resume_problem =
+                    Some(format!("kernel asked to resume at test {next} again (no progress)"));
                 break outcome;
             }
             Some(_) => {
@@ -196,14 +177,7 @@ fn run_boots(cli: &Cli, epoch: Instant) -> anyhow::Result<i32> {
             None => break outcome,
         }
     };
-    Ok(report(
-        is_test,
-        &last,
-        &summary,
-        boot_line_at,
-        timeout,
-        resume_problem,
-    ))
+    Ok(report(is_test, &last, &summary, boot_line_at, timeout, resume_problem))
 }
 
 /// Prints the end of the run and returns the exit code.
@@ -241,11 +215,7 @@ fn report(
             println!("runner: {}", summary.failure_reason(&why));
         }
         println!("{}", summary.closing_line(clean));
-        if clean && !summary.ok(clean) {
-            EXIT_FAILURE
-        } else {
-            verdict.exit_code()
-        }
+        if clean && !summary.ok(clean) { EXIT_FAILURE } else { verdict.exit_code() }
     } else {
         let seconds = summary.elapsed.as_secs_f64();
         match why {

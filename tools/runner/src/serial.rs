@@ -48,9 +48,7 @@ pub fn parse(line: &str) -> Record<'_> {
 
 fn parse_running(line: &str) -> Option<usize> {
     let rest = line.trim().strip_prefix("running ")?;
-    let count = rest
-        .strip_suffix(" tests")
-        .or_else(|| rest.strip_suffix(" test"))?;
+    let count = rest.strip_suffix(" tests").or_else(|| rest.strip_suffix(" test"))?;
     count.parse().ok()
 }
 
@@ -63,11 +61,7 @@ fn parse_test(line: &str) -> Option<TestLine> {
     } else {
         (&rest[..rest.find("... [Fail]")?], false)
     };
-    Some(TestLine {
-        index,
-        name: name.to_string(),
-        passed,
-    })
+    Some(TestLine { index, name: name.to_string(), passed })
 }
 
 fn parse_resume(line: &str) -> Option<usize> {
@@ -100,10 +94,7 @@ mod tests {
     fn boot_record() {
         assert_eq!(parse(r#"BOOT {"cpus":4}"#), Record::Boot(r#"{"cpus":4}"#));
         // Firmware escape codes may precede it.
-        assert_eq!(
-            parse("\x1b[2J\x1b[01;01HBOOT {\"cpus\":4}"),
-            Record::Boot(r#"{"cpus":4}"#)
-        );
+        assert_eq!(parse("\x1b[2J\x1b[01;01HBOOT {\"cpus\":4}"), Record::Boot(r#"{"cpus":4}"#));
         assert_eq!(parse("BOOT done"), Record::Other);
     }
 
@@ -119,11 +110,7 @@ mod tests {
     fn test_lines() {
         assert_eq!(
             parse("Initiating test 0x00 every_cpu_runs... [Pass] (1.2 ms)"),
-            Record::Test(TestLine {
-                index: 0,
-                name: "every_cpu_runs".into(),
-                passed: true
-            })
+            Record::Test(TestLine { index: 0, name: "every_cpu_runs".into(), passed: true })
         );
         assert_eq!(
             parse("Initiating test 0x1a failed_assertion_panics... [Pass] (panicked as expected)"),
@@ -135,28 +122,16 @@ mod tests {
         );
         assert_eq!(
             parse("Initiating test 0x02 lapic_ids... [Fail]"),
-            Record::Test(TestLine {
-                index: 2,
-                name: "lapic_ids".into(),
-                passed: false
-            })
+            Record::Test(TestLine { index: 2, name: "lapic_ids".into(), passed: false })
         );
         assert_eq!(
             parse("Initiating test 0x100 should... [Fail] (did not panic)"),
-            Record::Test(TestLine {
-                index: 256,
-                name: "should".into(),
-                passed: false
-            })
+            Record::Test(TestLine { index: 256, name: "should".into(), passed: false })
         );
         // Behind another CPU's half line.
         assert_eq!(
             parse("cpu 3 onlInitiating test 0x01 x... [Pass] (0.1 ms)"),
-            Record::Test(TestLine {
-                index: 1,
-                name: "x".into(),
-                passed: true
-            })
+            Record::Test(TestLine { index: 1, name: "x".into(), passed: true })
         );
         assert_eq!(parse("Initiating test 0x01 unfinished"), Record::Other);
         assert_eq!(parse("Initiating test 12 x... [Pass]"), Record::Other);
@@ -171,14 +146,10 @@ mod tests {
         let panic = "PANIC cpu=1 at tests/boot.rs:33:13: cpu 0 and cpu 1 share lapic id 0";
         assert_eq!(parse(panic), Record::Panic(panic));
         assert_eq!(parse(&format!("garbage{panic}  ")), Record::Panic(panic));
-        let lines: Vec<String> = [
-            "a",
-            panic,
-            "PANIC cpu=2 at x:1:1: later",
-            r#"TEST-RESUME {"next":1}"#,
-        ]
-        .map(String::from)
-        .into();
+        let lines: Vec<String> =
+            ["a", panic, "PANIC cpu=2 at x:1:1: later", r#"TEST-RESUME {"next":1}"#]
+                .map(String::from)
+                .into();
         assert_eq!(first_panic(&lines), Some(panic));
         assert_eq!(resume_point(&lines), Some(1));
         assert_eq!(first_panic(&lines[..1]), None);

@@ -40,9 +40,7 @@ impl TestSummary {
 
     /// Indexes below `total` that no boot reported.
     pub fn unreached(&self) -> Vec<usize> {
-        (0..self.total.unwrap_or(0))
-            .filter(|index| !self.results.contains_key(index))
-            .collect()
+        (0..self.total.unwrap_or(0)).filter(|index| !self.results.contains_key(index)).collect()
     }
 
     /// Failed tests: reported failures plus tests never reached. A run that
@@ -50,11 +48,7 @@ impl TestSummary {
     pub fn failed(&self, clean_exit: bool) -> usize {
         let reported = self.results.values().filter(|test| !test.passed).count();
         let failed = reported + self.unreached().len();
-        if self.total.is_none() && !clean_exit {
-            failed.max(1)
-        } else {
-            failed
-        }
+        if self.total.is_none() && !clean_exit { failed.max(1) } else { failed }
     }
 
     /// Whether the binary passed: a clean exit and no failed test.
@@ -158,28 +152,16 @@ mod tests {
         let mut s = TestSummary::default();
         boot(
             &mut s,
-            &[
-                "running 2 tests",
-                "Initiating test 0x00 must_panic... [Fail] (did not panic)",
-            ],
+            &["running 2 tests", "Initiating test 0x00 must_panic... [Fail] (did not panic)"],
         );
         assert_eq!((s.passed(), s.failed(false)), (0, 2));
-        assert!(
-            s.failure_reason("x")
-                .starts_with("test 0x00 must_panic failed")
-        );
+        assert!(s.failure_reason("x").starts_with("test 0x00 must_panic failed"));
     }
 
     #[test]
     fn a_hang_names_the_test_that_never_finished() {
         let mut s = TestSummary::default();
-        boot(
-            &mut s,
-            &[
-                "running 3 tests",
-                "Initiating test 0x00 a... [Pass] (0.1 ms)",
-            ],
-        );
+        boot(&mut s, &["running 3 tests", "Initiating test 0x00 a... [Pass] (0.1 ms)"]);
         assert_eq!((s.passed(), s.failed(false)), (1, 2));
         assert_eq!(
             s.failure_reason("timeout after 120 s"),
@@ -192,14 +174,8 @@ mod tests {
         let mut s = TestSummary::default();
         boot(&mut s, &["boot: unknown option 'x'"]);
         assert_eq!(s.total, None);
-        assert!(
-            s.closing_line(false)
-                .starts_with("test result: FAILED. 0 passed; 1 failed;")
-        );
-        assert!(
-            s.failure_reason("kernel reported failure")
-                .contains("no tests ran")
-        );
+        assert!(s.closing_line(false).starts_with("test result: FAILED. 0 passed; 1 failed;"));
+        assert!(s.failure_reason("kernel reported failure").contains("no tests ran"));
         // A clean exit with no tests at all is a pass.
         assert!(
             TestSummary::default()
@@ -211,18 +187,9 @@ mod tests {
     #[test]
     fn a_bad_exit_after_passing_tests_still_fails() {
         let mut s = TestSummary::default();
-        boot(
-            &mut s,
-            &[
-                "running 1 tests",
-                "Initiating test 0x00 a... [Pass] (0.1 ms)",
-            ],
-        );
+        boot(&mut s, &["running 1 tests", "Initiating test 0x00 a... [Pass] (0.1 ms)"]);
         assert!(!s.ok(false));
-        assert!(
-            s.closing_line(false)
-                .starts_with("test result: FAILED. 1 passed; 0 failed;")
-        );
+        assert!(s.closing_line(false).starts_with("test result: FAILED. 1 passed; 0 failed;"));
         assert_eq!(s.failure_reason("heap exhausted"), "heap exhausted");
     }
 

@@ -56,10 +56,7 @@ fn a_bench_writes_its_folder() {
     assert!(
         run.has_line("| local | 2 | slab | 2/2 | 5.00M | 40.0 | 12.50 | 1.0% | 94.7% | 1.00 |")
     );
-    assert!(
-        run.line_starting("runner: warning: TCG timings do not reflect hardware")
-            .is_some()
-    );
+    assert!(run.line_starting("runner: warning: TCG timings do not reflect hardware").is_some());
     assert!(run.has_line("runner: all 8 boots gave a BENCH record"));
 
     let results: Vec<Value> = serde_json::from_str(&read(&out.join("results.json"))).unwrap();
@@ -94,30 +91,17 @@ fn a_bench_writes_its_folder() {
     assert!(summary.contains("| local | 1 | locked | 2/2 | 5.00M |"));
 
     let conditions: Value = serde_json::from_str(&read(&out.join("conditions.json"))).unwrap();
-    for key in [
-        "date_utc",
-        "host_cpu",
-        "host_cores",
-        "qemu_version",
-        "kernel_commit",
-        "command_line",
-    ] {
+    for key in
+        ["date_utc", "host_cpu", "host_cores", "qemu_version", "kernel_commit", "command_line"]
+    {
         assert!(!conditions[key].is_null(), "{key}");
     }
     assert_eq!(conditions["accel"], "tcg");
-    assert!(
-        conditions["command_line"]
-            .as_str()
-            .unwrap()
-            .contains(" bench --smp 1,2 ")
-    );
+    assert!(conditions["command_line"].as_str().unwrap().contains(" bench --smp 1,2 "));
 
     for name in ["throughput_local.svg", "lock_wait_local.svg"] {
         let svg = read(&out.join(name));
-        assert!(
-            svg.contains("<svg") && svg.contains("locked") && svg.contains("slab"),
-            "{name}"
-        );
+        assert!(svg.contains("<svg") && svg.contains("locked") && svg.contains("slab"), "{name}");
     }
 }
 
@@ -151,10 +135,7 @@ fn failed_boots_are_recorded_and_the_bench_goes_on() {
         )
         .is_some()
     );
-    assert!(
-        run.line_starting("runner: [2/2] FAILED alloc=talc")
-            .is_some()
-    );
+    assert!(run.line_starting("runner: [2/2] FAILED alloc=talc").is_some());
     assert!(run.has_line("runner: | PANIC cpu=0 at kernel/src/bench.rs:1:1: boom"));
     assert!(run.has_line("runner: 2 of 2 boots failed (see summary.md)"));
     let results: Vec<Value> = serde_json::from_str(&read(&out.join("results.json"))).unwrap();
@@ -164,10 +145,7 @@ fn failed_boots_are_recorded_and_the_bench_goes_on() {
     assert!(read(&out.join("summary.md")).contains("## Failed boots (2)"));
     assert!(out.join("throughput_xfer.svg").is_file());
     let log = read(&out.join("failed/talc_xfer_1cpus_rep1.log"));
-    assert!(
-        log.contains("PANIC cpu=0 at kernel/src/bench.rs:1:1: boom"),
-        "{log}"
-    );
+    assert!(log.contains("PANIC cpu=0 at kernel/src/bench.rs:1:1: boom"), "{log}");
 }
 
 #[test]
@@ -205,12 +183,7 @@ fn a_profile_draws_the_lock_timeline() {
     assert_eq!(profile["locktrace"].as_array().unwrap().len(), 2);
     assert_eq!(profile["locktrace"][0]["cpu"], 0);
     let svg = read(&out.join("lock_timeline.svg"));
-    for text in [
-        "<svg",
-        "cpu 0",
-        "cpu 1",
-        "alloc=locked workload=local cpus=2 accel=tcg",
-    ] {
+    for text in ["<svg", "cpu 0", "cpu 1", "alloc=locked workload=local cpus=2 accel=tcg"] {
         assert!(svg.contains(text), "{text} missing");
     }
 }
@@ -220,16 +193,8 @@ fn bench_argument_errors_exit_2() {
     let setup = Setup::new(("", End::Exit(0x10)), ("", End::Exit(0x10)), false);
     let bad_list = setup.run(&["bench", "--smp", "1,x"]);
     assert_eq!(bad_list.code, Some(2));
-    assert!(
-        bad_list.stderr.contains("'x' is not a CPU count"),
-        "{}",
-        bad_list.stderr
-    );
+    assert!(bad_list.stderr.contains("'x' is not a CPU count"), "{}", bad_list.stderr);
     let reserved = setup.run(&["bench", "alloc=slab"]);
     assert_eq!(reserved.code, Some(2));
-    assert!(
-        reserved.stderr.contains("use --alloc"),
-        "{}",
-        reserved.stderr
-    );
+    assert!(reserved.stderr.contains("use --alloc"), "{}", reserved.stderr);
 }

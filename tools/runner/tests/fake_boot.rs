@@ -20,15 +20,9 @@ fn a_successful_run() {
     assert_eq!(run.code, Some(0));
     assert!(run.line_starting("runner: accel ").is_some());
     assert!(run.has_line("hello from the guest"));
-    assert!(
-        run.line_starting("runner: qemu-system-x86_64 -M microvm ")
-            .is_some()
-    );
+    assert!(run.line_starting("runner: qemu-system-x86_64 -M microvm ").is_some());
     assert!(run.line_starting("runner: BOOT line after ").is_some());
-    assert!(
-        run.line_starting("runner: kernel exited: success (")
-            .is_some()
-    );
+    assert!(run.line_starting("runner: kernel exited: success (").is_some());
 }
 
 #[test]
@@ -37,11 +31,8 @@ fn kernel_arguments_reach_the_command_line() {
         return;
     }
     // The fake prints the second text only for a non-empty command line.
-    let setup = Setup::new(
-        ("empty\n", End::Exit(0x11)),
-        ("got arguments\n", End::Exit(0x10)),
-        false,
-    );
+    let setup =
+        Setup::new(("empty\n", End::Exit(0x11)), ("got arguments\n", End::Exit(0x10)), false);
     let run = setup.run(&["heap=64M", "--smp", "1", "job=stress"]);
     assert_eq!(run.code, Some(0));
     assert!(run.has_line("got arguments"));
@@ -56,9 +47,7 @@ fn a_panic_is_quoted() {
     let setup = Setup::new((&text, End::Exit(0x11)), ("", End::Hang), false);
     let run = setup.run(&[]);
     assert_eq!(run.code, Some(1));
-    let line = run
-        .line_starting("runner: kernel reported failure: ")
-        .unwrap();
+    let line = run.line_starting("runner: kernel reported failure: ").unwrap();
     assert!(line.starts_with(
         "runner: kernel reported failure: PANIC cpu=0 at kernel/src/main.rs:9:5: boom (after "
     ));
@@ -81,11 +70,7 @@ fn a_triple_fault_has_no_verdict() {
     if !have_qemu() {
         return;
     }
-    let setup = Setup::new(
-        ("about to fault\n", End::TripleFault),
-        ("", End::Hang),
-        false,
-    );
+    let setup = Setup::new(("about to fault\n", End::TripleFault), ("", End::Hang), false);
     let run = setup.run(&[]);
     assert_eq!(run.code, Some(1));
     assert!(
@@ -147,11 +132,7 @@ fn test_binary_with_a_failing_test() {
         "runner: test 0x01 lapic_ids_are_distinct failed: PANIC cpu=1 at tests/boot.rs:33:13: lapic ids clash"
     ));
     assert!(
-        run.stdout
-            .lines()
-            .last()
-            .unwrap()
-            .starts_with("test result: FAILED. 1 passed; 2 failed;")
+        run.stdout.lines().last().unwrap().starts_with("test result: FAILED. 1 passed; 2 failed;")
     );
 }
 
@@ -166,11 +147,7 @@ fn test_binary_that_hangs() {
     assert_eq!(run.code, Some(124));
     assert!(run.has_line("runner: timeout after 2 s; test 0x01 never finished (1 of 2 tests ran)"));
     assert!(
-        run.stdout
-            .lines()
-            .last()
-            .unwrap()
-            .starts_with("test result: FAILED. 1 passed; 1 failed;")
+        run.stdout.lines().last().unwrap().starts_with("test result: FAILED. 1 passed; 1 failed;")
     );
 }
 

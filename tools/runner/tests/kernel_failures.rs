@@ -11,10 +11,7 @@ use std::{
 const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// Builds the kernel's example binaries once; returns their folder.
@@ -24,27 +21,14 @@ fn examples_dir() -> &'static Path {
         let root = repo_root();
         let status = Command::new(env!("CARGO"))
             .current_dir(&root)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "kernel",
-                "--examples",
-                "--target",
-                BARE_METAL_TARGET,
-            ])
+            .args(["build", "--quiet", "-p", "kernel", "--examples", "--target", BARE_METAL_TARGET])
             .arg("--target-dir")
             .arg(root.join("target"))
             .env_remove("CARGO_TARGET_DIR")
             .status()
             .expect("cargo runs");
-        assert!(
-            status.success(),
-            "building the kernel's example binaries failed"
-        );
-        root.join("target")
-            .join(BARE_METAL_TARGET)
-            .join("debug/examples")
+        assert!(status.success(), "building the kernel's example binaries failed");
+        root.join("target").join(BARE_METAL_TARGET).join("debug/examples")
     })
 }
 
@@ -72,10 +56,8 @@ fn boot_as_test(name: &str, args: &[&str]) -> Run {
         .env_remove("RUNNER_PVH_LOADER")
         .output()
         .expect("the runner runs");
-    let run = Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into(),
-    };
+    let run =
+        Run { code: output.status.code(), stdout: String::from_utf8_lossy(&output.stdout).into() };
     eprintln!("--- {name} {args:?} -> {:?}\n{}", run.code, run.stdout);
     eprintln!("--- stderr\n{}", String::from_utf8_lossy(&output.stderr));
     run
@@ -85,17 +67,10 @@ fn boot_as_test(name: &str, args: &[&str]) -> Run {
 fn a_failing_kernel_test_fails_the_run_and_is_named() {
     let run = boot_as_test("failing_test", &["--smp", "2"]);
     assert_eq!(run.code, Some(1), "exit code of a failing kernel test");
-    assert!(
-        run.line_containing("Initiating test 0x01 fails_on_purpose... [Fail]")
-            .is_some()
-    );
-    let panic = run
-        .line_containing("PANIC cpu=0 at")
-        .expect("the panic is reported");
+    assert!(run.line_containing("Initiating test 0x01 fails_on_purpose... [Fail]").is_some());
+    let panic = run.line_containing("PANIC cpu=0 at").expect("the panic is reported");
     assert!(panic.contains("deliberate failure"), "panic line: {panic}");
-    let summary = run
-        .line_containing("test result: FAILED.")
-        .expect("libtest summary line");
+    let summary = run.line_containing("test result: FAILED.").expect("libtest summary line");
     assert!(summary.contains("1 passed; 2 failed"), "summary: {summary}");
 }
 
@@ -103,13 +78,8 @@ fn a_failing_kernel_test_fails_the_run_and_is_named() {
 fn a_panicking_application_processor_fails_the_run_and_is_named() {
     let run = boot_as_test("ap_panic", &["--smp", "4"]);
     assert_eq!(run.code, Some(1), "exit code when an AP panics");
-    let panic = run
-        .line_containing("PANIC cpu=1 at")
-        .expect("the panic names CPU 1");
-    assert!(
-        panic.contains("deliberate panic on an application processor"),
-        "panic line: {panic}"
-    );
+    let panic = run.line_containing("PANIC cpu=1 at").expect("the panic names CPU 1");
+    assert!(panic.contains("deliberate panic on an application processor"), "panic line: {panic}");
     assert!(run.line_containing("test result: FAILED.").is_some());
 }
 
@@ -117,9 +87,6 @@ fn a_panicking_application_processor_fails_the_run_and_is_named() {
 fn a_hanging_kernel_test_times_out() {
     let run = boot_as_test("hanging_test", &["--smp", "2", "--timeout", "5"]);
     assert_eq!(run.code, Some(124), "exit code of a timeout");
-    assert!(
-        run.line_containing("timeout").is_some(),
-        "the runner says timeout"
-    );
+    assert!(run.line_containing("timeout").is_some(), "the runner says timeout");
     assert!(run.line_containing("test result: FAILED.").is_some());
 }

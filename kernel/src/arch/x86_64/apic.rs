@@ -79,15 +79,9 @@ pub fn init_this_cpu(this: &ThisCpu<'_>) -> (ApicMode, u32) {
     if base != 0 {
         builder.set_xapic_base(base);
     }
-    let mut apic = builder
-        .build()
-        .unwrap_or_else(|why| panic!("local APIC: {why}"));
+    let mut apic = builder.build().unwrap_or_else(|why| panic!("local APIC: {why}"));
     // The builder picks x2APIC exactly when the CPU has it.
-    let mode = if has_x2apic() {
-        ApicMode::X2Apic
-    } else {
-        ApicMode::XApic
-    };
+    let mode = if has_x2apic() { ApicMode::X2Apic } else { ApicMode::XApic };
     // SAFETY: the APIC belongs to this CPU (built here, stored in this CPU's
     // block); in xAPIC mode its registers were mapped by `map_registers`.
     // Enabling it with a stopped one-shot timer and masked LINT pins
@@ -97,19 +91,15 @@ pub fn init_this_cpu(this: &ThisCpu<'_>) -> (ApicMode, u32) {
         apic.disable_timer();
         apic.id()
     };
-    let id = if mode == ApicMode::XApic {
-        id >> 24
-    } else {
-        id
-    };
+    let id = if mode == ApicMode::XApic { id >> 24 } else { id };
     this.arch().local_apic.with(this, |slot| *slot = Some(apic));
     (mode, id)
 }
 
 fn with_apic<R>(this: &ThisCpu<'_>, f: impl FnOnce(&mut LocalApic) -> R) -> R {
-    this.arch().local_apic.with(this, |slot| {
-        f(slot.as_mut().expect("local APIC used before init_this_cpu"))
-    })
+    this.arch()
+        .local_apic
+        .with(this, |slot| f(slot.as_mut().expect("local APIC used before init_this_cpu")))
 }
 
 /// Signals the end of the interrupt being handled.

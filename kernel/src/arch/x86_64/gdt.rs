@@ -56,12 +56,8 @@ struct CpuIstStacks {
     nmi: IstStack,
 }
 
-static IST_STACKS: [CpuIstStacks; MAX_CPUS] = [const {
-    CpuIstStacks {
-        double_fault: IstStack::new(),
-        nmi: IstStack::new(),
-    }
-}; MAX_CPUS];
+static IST_STACKS: [CpuIstStacks; MAX_CPUS] =
+    [const { CpuIstStacks { double_fault: IstStack::new(), nmi: IstStack::new() } }; MAX_CPUS];
 
 /// One CPU's descriptor tables.
 pub struct CpuDescriptorTables {
@@ -71,10 +67,7 @@ pub struct CpuDescriptorTables {
 
 impl CpuDescriptorTables {
     pub const fn new() -> Self {
-        Self {
-            tss: Once::new(),
-            gdt: Once::new(),
-        }
+        Self { tss: Once::new(), gdt: Once::new() }
     }
 }
 
@@ -94,12 +87,7 @@ pub fn load(state: &'static CpuArchState, cpu_index: usize) {
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
         let tss = gdt.append(Descriptor::tss_segment(tss));
-        LoadedGdt {
-            gdt,
-            code,
-            data,
-            tss,
-        }
+        LoadedGdt { gdt, code, data, tss }
     });
     loaded.gdt.load();
     // SAFETY: the selectors index the GDT just loaded, whose code and data

@@ -17,15 +17,12 @@ static IDT: Lazy<InterruptDescriptorTable> = Lazy::new(|| {
     let mut idt = InterruptDescriptorTable::new();
     idt.breakpoint.set_handler_fn(breakpoint);
     idt.invalid_opcode.set_handler_fn(invalid_opcode);
-    idt.general_protection_fault
-        .set_handler_fn(general_protection_fault);
+    idt.general_protection_fault.set_handler_fn(general_protection_fault);
     idt.page_fault.set_handler_fn(page_fault);
     // SAFETY: the IST slots are filled in every CPU's TSS (gdt::load) with
     // stacks used for nothing else, and the IDT is loaded only after it.
     unsafe {
-        idt.double_fault
-            .set_handler_fn(double_fault)
-            .set_stack_index(DOUBLE_FAULT_IST_INDEX);
+        idt.double_fault.set_handler_fn(double_fault).set_stack_index(DOUBLE_FAULT_IST_INDEX);
         idt.non_maskable_interrupt
             .set_handler_fn(non_maskable_interrupt)
             .set_stack_index(NMI_IST_INDEX);
@@ -56,25 +53,16 @@ extern "x86-interrupt" fn invalid_opcode(frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn general_protection_fault(frame: InterruptStackFrame, code: u64) {
-    panic!(
-        "general protection fault at {:#x} (error code {code:#x})",
-        frame.instruction_pointer
-    );
+    panic!("general protection fault at {:#x} (error code {code:#x})", frame.instruction_pointer);
 }
 
 extern "x86-interrupt" fn page_fault(frame: InterruptStackFrame, code: PageFaultErrorCode) {
     let address = Cr2::read_raw();
-    panic!(
-        "page fault at {:#x} accessing {address:#x} ({code:?})",
-        frame.instruction_pointer
-    );
+    panic!("page fault at {:#x} accessing {address:#x} ({code:?})", frame.instruction_pointer);
 }
 
 extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, _code: u64) -> ! {
-    panic!(
-        "double fault at {:#x} (rsp {:#x})",
-        frame.instruction_pointer, frame.stack_pointer
-    );
+    panic!("double fault at {:#x} (rsp {:#x})", frame.instruction_pointer, frame.stack_pointer);
 }
 
 extern "x86-interrupt" fn non_maskable_interrupt(_frame: InterruptStackFrame) {

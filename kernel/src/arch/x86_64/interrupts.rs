@@ -15,10 +15,7 @@ impl IrqGuard {
     pub fn new() -> Self {
         let were_enabled = interrupts::are_enabled();
         interrupts::disable();
-        Self {
-            were_enabled,
-            _this_cpu_only: PhantomData,
-        }
+        Self { were_enabled, _this_cpu_only: PhantomData }
     }
 }
 

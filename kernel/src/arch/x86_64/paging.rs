@@ -99,10 +99,7 @@ fn map_physical_range(phys: PhysAddr, bytes: u64, window: u64, access: Access) {
     while frame_addr < end {
         let page =
             Page::<Size4KiB>::containing_address(VirtAddr::new(window + frame_addr.as_u64()));
-        if matches!(
-            tables.translate(page.start_address()),
-            TranslateResult::NotMapped
-        ) {
+        if matches!(tables.translate(page.start_address()), TranslateResult::NotMapped) {
             let frame = PhysFrame::containing_address(frame_addr);
             map_one(tables, page, frame, access)
                 .unwrap_or_else(|e| panic!("mapping physical page {frame_addr:#x}: {e:?}"));

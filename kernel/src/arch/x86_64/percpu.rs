@@ -20,10 +20,7 @@ pub struct CpuArchState {
 impl CpuArchState {
     /// State before the CPU has loaded anything.
     pub const fn new() -> Self {
-        Self {
-            tables: CpuDescriptorTables::new(),
-            local_apic: LocalApicCell::new(None),
-        }
+        Self { tables: CpuDescriptorTables::new(), local_apic: LocalApicCell::new(None) }
     }
 }
 

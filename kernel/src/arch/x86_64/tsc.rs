@@ -47,10 +47,7 @@ impl Pit {
 /// spoilt by the host descheduling this vCPU (a lost counter wrap makes the
 /// estimate far too high) does not count.
 pub fn calibrate_hz() -> Option<u64> {
-    let mut pit = Pit {
-        command: Port::new(PIT_COMMAND),
-        channel0: Port::new(PIT_CHANNEL0_DATA),
-    };
+    let mut pit = Pit { command: Port::new(PIT_COMMAND), channel0: Port::new(PIT_CHANNEL0_DATA) };
     // SAFETY: ports 0x40 and 0x43 are the PIT's channel 0 and command
     // register; the kernel uses the local APIC timer, never the PIT, and its
     // IRQ line is masked at the PIC, so reprogramming channel 0 disturbs

@@ -101,44 +101,17 @@ pub struct AllocatorChoice {
 
 /// Every allocator `alloc=` accepts.
 pub const ALLOCATORS: &[AllocatorChoice] = &[
-    AllocatorChoice {
-        name: "slab",
-        mode: Mode::Slab,
-        backend: BackendKind::LinkedList,
-    },
-    AllocatorChoice {
-        name: "locked",
-        mode: Mode::Locked,
-        backend: BackendKind::LinkedList,
-    },
-    AllocatorChoice {
-        name: "talc",
-        mode: Mode::Locked,
-        backend: BackendKind::Talc,
-    },
-    AllocatorChoice {
-        name: "buddy",
-        mode: Mode::Locked,
-        backend: BackendKind::Buddy,
-    },
-    AllocatorChoice {
-        name: "slab-talc",
-        mode: Mode::Slab,
-        backend: BackendKind::Talc,
-    },
-    AllocatorChoice {
-        name: "slab-buddy",
-        mode: Mode::Slab,
-        backend: BackendKind::Buddy,
-    },
+    AllocatorChoice { name: "slab", mode: Mode::Slab, backend: BackendKind::LinkedList },
+    AllocatorChoice { name: "locked", mode: Mode::Locked, backend: BackendKind::LinkedList },
+    AllocatorChoice { name: "talc", mode: Mode::Locked, backend: BackendKind::Talc },
+    AllocatorChoice { name: "buddy", mode: Mode::Locked, backend: BackendKind::Buddy },
+    AllocatorChoice { name: "slab-talc", mode: Mode::Slab, backend: BackendKind::Talc },
+    AllocatorChoice { name: "slab-buddy", mode: Mode::Slab, backend: BackendKind::Buddy },
 ];
 
 impl AllocatorChoice {
     /// The allocator named `name`.
     pub fn named(name: &str) -> Option<Self> {
-        ALLOCATORS
-            .iter()
-            .copied()
-            .find(|choice| choice.name == name)
+        ALLOCATORS.iter().copied().find(|choice| choice.name == name)
     }
 }

@@ -35,9 +35,7 @@ impl Invocation {
         T: Into<OsString> + Clone,
     {
         let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let kernel = args
-            .get(1)
-            .filter(|a| !a.to_string_lossy().starts_with('-'));
+        let kernel = args.get(1).filter(|a| !a.to_string_lossy().starts_with('-'));
         let word = args.get(2).and_then(|a| a.to_str());
         match (kernel, word) {
             (Some(kernel), Some(word @ ("bench" | "profile"))) => {
@@ -111,9 +109,7 @@ impl BootOptions {
                     "workload" | "alloc" | "ops" => format!(" (use --{key})"),
                     _ => String::new(),
                 };
-                return Err(format!(
-                    "'{arg}': the runner sets {key}= itself for each boot{hint}"
-                ));
+                return Err(format!("'{arg}': the runner sets {key}= itself for each boot{hint}"));
             }
         }
         kernel_cmdline(&self.kernel_args)
@@ -228,9 +224,7 @@ pub fn parse_name(text: &str) -> Result<String, String> {
     if valid {
         Ok(text.to_string())
     } else {
-        Err(format!(
-            "'{text}' is not a name (lower-case letters, digits, '-', '_')"
-        ))
+        Err(format!("'{text}' is not a name (lower-case letters, digits, '-', '_')"))
     }
 }
 
@@ -239,10 +233,7 @@ pub fn parse_workload(text: &str) -> Result<String, String> {
     if WORKLOADS.contains(&text) {
         Ok(text.to_string())
     } else {
-        Err(format!(
-            "'{text}' is not a workload (one of {})",
-            WORKLOADS.join(", ")
-        ))
+        Err(format!("'{text}' is not a workload (one of {})", WORKLOADS.join(", ")))
     }
 }
 
@@ -349,17 +340,11 @@ mod tests {
     #[test]
     fn bad_list_values_are_clear_errors() {
         for (args, says) in [
-            (
-                &["k", "bench", "--smp", "1,two"][..],
-                "'two' is not a CPU count",
-            ),
+            (&["k", "bench", "--smp", "1,two"][..], "'two' is not a CPU count"),
             (&["k", "bench", "--smp", "1,65"], "'65' is not a CPU count"),
             (&["k", "bench", "--smp", "1,,2"], "empty item"),
             (&["k", "bench", "--alloc", "Slab"], "'Slab' is not a name"),
-            (
-                &["k", "bench", "--workload", "local,remote"],
-                "'remote' is not a workload",
-            ),
+            (&["k", "bench", "--workload", "local,remote"], "'remote' is not a workload"),
             (&["k", "bench", "--reps", "0"], "--reps"),
             (&["k", "profile", "--smp", "1,2"], "--smp"),
             (&["k", "bench", "--frobnicate"], "--frobnicate"),
@@ -378,12 +363,7 @@ mod tests {
         let args = bench(&["k", "bench", "job=stress"]);
         assert!(args.options.extra_cmdline().is_err());
         let args = bench(&["k", "bench", "not_key_value"]);
-        assert!(
-            args.options
-                .extra_cmdline()
-                .unwrap_err()
-                .contains("'not_key_value'")
-        );
+        assert!(args.options.extra_cmdline().unwrap_err().contains("'not_key_value'"));
     }
 
     #[test]
@@ -391,10 +371,7 @@ mod tests {
         let Invocation::Profile(args) = parse(&["k", "profile"]).unwrap() else {
             panic!("not a profile");
         };
-        assert_eq!(
-            (args.smp, args.alloc.as_str(), args.workload.as_str()),
-            (4, "slab", "xfer")
-        );
+        assert_eq!((args.smp, args.alloc.as_str(), args.workload.as_str()), (4, "slab", "xfer"));
         let Invocation::Profile(args) = parse(&[
             "k",
             "profile",
@@ -413,10 +390,7 @@ mod tests {
             panic!("not a profile");
         };
         assert_eq!(args.kernel, PathBuf::from("k"));
-        assert_eq!(
-            (args.smp, args.alloc.as_str(), args.workload.as_str()),
-            (8, "locked", "local")
-        );
+        assert_eq!((args.smp, args.alloc.as_str(), args.workload.as_str()), (8, "locked", "local"));
         assert_eq!(args.options.accel, AccelChoice::Tcg);
         assert_eq!(args.options.out, Some(PathBuf::from("p")));
     }

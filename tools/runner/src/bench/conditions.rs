@@ -102,10 +102,7 @@ pub fn host_cpu(cpuinfo: &str) -> String {
         .lines()
         .filter_map(|line| line.split_once(':'))
         .find(|(key, _)| key.trim() == "model name")
-        .map_or_else(
-            || "unknown CPU".into(),
-            |(_, value)| value.trim().to_string(),
-        )
+        .map_or_else(|| "unknown CPU".into(), |(_, value)| value.trim().to_string())
 }
 
 /// The first line of `qemu-system-x86_64 --version`.
@@ -114,12 +111,7 @@ pub fn qemu_version() -> String {
         .arg("--version")
         .output()
         .ok()
-        .and_then(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).lines().next().map(str::to_string))
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -136,10 +128,7 @@ pub fn kernel_commit(root: &Path) -> String {
             .filter(|out| out.status.success())
             .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    match (
-        git(&["rev-parse", "--short", "HEAD"]),
-        git(&["status", "--porcelain"]),
-    ) {
+    match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain"])) {
         (Some(commit), Some(status)) if !commit.is_empty() => {
             if status.is_empty() {
                 commit
@@ -153,17 +142,12 @@ pub fn kernel_commit(root: &Path) -> String {
 
 /// This process's command line, shell-quoted.
 pub fn command_line() -> String {
-    std::env::args()
-        .map(|arg| crate::qemu::shell_quote(&arg))
-        .collect::<Vec<_>>()
-        .join(" ")
+    std::env::args().map(|arg| crate::qemu::shell_quote(&arg)).collect::<Vec<_>>().join(" ")
 }
 
 /// `(year, month, day, hour, minute, second)` of `time` in UTC.
 fn utc_parts(time: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
-    let seconds = time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     // Days to civil date (H. Hinnant's algorithm), eras of 400 years from 0000-03-01.
     let z = days + 719_468;
@@ -174,21 +158,10 @@ fn utc_parts(time: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    } as u32;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     let of_day = of_day as u32;
-    (
-        year,
-        month,
-        day,
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-    )
+    (year, month, day, of_day / 3600, of_day / 60 % 60, of_day % 60)
 }
 
 /// `2026-05-21T10:30:00Z`.
@@ -261,10 +234,7 @@ mod tests {
         );
         assert!(text.contains("- accelerator: tcg (no /dev/kvm)\n"));
         assert!(text.contains("\n\n> **Warning:** oversubscription"));
-        assert!(
-            text.ends_with("compare allocators as ratios within one run\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("compare allocators as ratios within one run\n"), "{text}");
     }
 
     #[test]

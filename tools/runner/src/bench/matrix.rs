@@ -46,11 +46,8 @@ pub fn cells(allocs: &[String], workloads: &[String], cpus: &[u32], reps: u32) -
 /// The kernel command line of a bench boot:
 /// `job=bench workload=W alloc=A [ops=N] [trace=on] EXTRA`.
 pub fn cmdline(workload: &str, alloc: &str, ops: Option<u64>, trace: bool, extra: &str) -> String {
-    let mut words = vec![
-        "job=bench".to_string(),
-        format!("workload={workload}"),
-        format!("alloc={alloc}"),
-    ];
+    let mut words =
+        vec!["job=bench".to_string(), format!("workload={workload}"), format!("alloc={alloc}")];
     if let Some(ops) = ops {
         words.push(format!("ops={ops}"));
     }

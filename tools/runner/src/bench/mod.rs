@@ -102,15 +102,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
     let rows = stats::summarize(&records, &args.workload.0, &args.smp.0, &args.alloc.0);
     let summary = report::summary(&conditions, &rows, &records);
     write(&out, "summary.md", &summary)?;
-    let mut written = vec![
-        "conditions.json",
-        "results.json",
-        "results.csv",
-        "summary.md",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>();
+    let mut written = vec!["conditions.json", "results.json", "results.csv", "summary.md"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
     for workload in &args.workload.0 {
         for (name, svg) in [
             (
@@ -136,10 +131,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
     println!("runner: wrote {} in {}", written.join(", "), out.display());
     let failed = records.iter().filter(|r| !r.ok()).count();
     if failed > 0 {
-        println!(
-            "runner: {failed} of {} boots failed (see summary.md)",
-            records.len()
-        );
+        println!("runner: {failed} of {} boots failed (see summary.md)", records.len());
         Ok(EXIT_FAILURE)
     } else {
         println!("runner: all {} boots gave a BENCH record", records.len());
@@ -154,11 +146,9 @@ fn bench_of(
     session: &Session,
 ) -> Result<records::Json, String> {
     let verdict = Verdict::of(outcome.status);
-    if let Some(why) = verdict.reason(
-        &outcome.lines,
-        &outcome.stderr,
-        session.options.boot_timeout(),
-    ) {
+    if let Some(why) =
+        verdict.reason(&outcome.lines, &outcome.stderr, session.options.boot_timeout())
+    {
         return Err(why);
     }
     let bench = records::find_bench(&outcome.lines)?;
@@ -172,19 +162,15 @@ fn report_boot(position: &str, record: &Record, outcome: &BootOutcome) {
     match &record.bench {
         Ok(_) => {
             let ops = record.number("ops_per_sec").map_or("-".into(), report::si);
-            let per_op = record
-                .number("cycles_per_op_median")
-                .map_or("-".into(), |v| format!("{v:.1}"));
+            let per_op =
+                record.number("cycles_per_op_median").map_or("-".into(), |v| format!("{v:.1}"));
             println!(
                 "runner: {position} {}: {ops} ops/s, {per_op} cycles/op ({seconds:.1} s)",
                 record.cell
             );
         }
         Err(why) => {
-            println!(
-                "runner: {position} FAILED {}: {why} ({seconds:.1} s)",
-                record.cell
-            );
+            println!("runner: {position} FAILED {}: {why} ({seconds:.1} s)", record.cell);
             let tail = &outcome.lines[outcome.lines.len().saturating_sub(TAIL_LINES)..];
             for line in tail {
                 println!("runner: | {line}");
@@ -195,10 +181,7 @@ fn report_boot(position: &str, record: &Record, outcome: &BootOutcome) {
 
 /// Where the full serial output of a failed boot goes, under the output folder.
 pub fn failed_log_name(cell: &Cell) -> String {
-    format!(
-        "failed/{}_{}_{}cpus_rep{}.log",
-        cell.alloc, cell.workload, cell.cpus, cell.rep
-    )
+    format!("failed/{}_{}_{}cpus_rep{}.log", cell.alloc, cell.workload, cell.cpus, cell.rep)
 }
 
 /// Keeps a failed boot's serial lines and QEMU's stderr.

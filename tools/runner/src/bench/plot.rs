@@ -82,11 +82,7 @@ fn draw(rows: &[Row], workload: &str, figure: &Figure) -> Result<String, String>
         }
     }
     let max_cpus = rows.iter().map(|r| r.cpus).max().unwrap_or(1);
-    let top = rows
-        .iter()
-        .filter_map(|r| (figure.value)(r))
-        .map(|s| s.max)
-        .fold(0.0_f64, f64::max);
+    let top = rows.iter().filter_map(|r| (figure.value)(r)).map(|s| s.max).fold(0.0_f64, f64::max);
     let top = if top > 0.0 { top * 1.1 } else { 1.0 };
 
     let mut svg = String::new();
@@ -156,18 +152,10 @@ mod tests {
             alloc: alloc.into(),
             reps_ok: 2,
             reps: 2,
-            ops_per_sec: Some(Spread {
-                median: ops,
-                min: ops * 0.9,
-                max: ops * 1.1,
-            }),
+            ops_per_sec: Some(Spread { median: ops, min: ops * 0.9, max: ops * 1.1 }),
             cycles_per_op: Some(40.0),
             locks_per_kop: Some(1.0),
-            lock_wait_share: Some(Spread {
-                median: 0.05,
-                min: 0.05,
-                max: 0.05,
-            }),
+            lock_wait_share: Some(Spread { median: 0.05, min: 0.05, max: 0.05 }),
             cache_hit_rate: Some(0.9),
             slab_ratio: Some(1.0),
         }
@@ -184,10 +172,9 @@ mod tests {
         failed.ops_per_sec = None;
         failed.lock_wait_share = None;
         rows.push(failed);
-        for svg in [
-            throughput(&rows, "local", "tcg").unwrap(),
-            lock_wait(&rows, "local", "tcg").unwrap(),
-        ] {
+        for svg in
+            [throughput(&rows, "local", "tcg").unwrap(), lock_wait(&rows, "local", "tcg").unwrap()]
+        {
             assert!(svg.len() > 1000);
             assert!(svg.contains("<svg"));
             for name in ["locked", "slab", "talc", "CPUs", "local:"] {

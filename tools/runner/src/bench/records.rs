@@ -110,14 +110,12 @@ pub fn parse_locktrace(line: &str) -> Option<Result<LockTrace, String>> {
     let text = tagged(line, "LOCKTRACE")?;
     let parsed = serde_json::from_str::<LockTrace>(text)
         .map_err(|error| format!("malformed LOCKTRACE record ({error})"))
-        .and_then(
-            |trace| match trace.events.iter().position(|e| e[0] > e[1] || e[1] > e[2]) {
-                Some(index) => Err(format!(
-                    "LOCKTRACE event {index} is not wait_start <= acquired <= released"
-                )),
-                None => Ok(trace),
-            },
-        );
+        .and_then(|trace| match trace.events.iter().position(|e| e[0] > e[1] || e[1] > e[2]) {
+            Some(index) => {
+                Err(format!("LOCKTRACE event {index} is not wait_start <= acquired <= released"))
+            }
+            None => Ok(trace),
+        });
     Some(parsed.map_err(|why| format!("{why} in line: {}", quote(line))))
 }
 
@@ -140,9 +138,7 @@ pub fn check_cell(bench: &Json, cell: &Cell) -> Result<(), String> {
         if let Some(value) = bench.get(key)
             && value.as_str() != Some(asked.as_str())
         {
-            return Err(format!(
-                "kernel's BENCH says {key}={value}, the runner asked for {asked}"
-            ));
+            return Err(format!("kernel's BENCH says {key}={value}, the runner asked for {asked}"));
         }
     }
     if let Some(value) = bench.get("cpus")
@@ -180,21 +176,13 @@ impl Record {
     /// the kernel's other keys in its order.
     pub fn to_json(&self) -> Json {
         let bench = self.bench.as_ref().ok();
-        let from_kernel = |key: &str| {
-            bench
-                .and_then(|b| b.get(key))
-                .cloned()
-                .unwrap_or(Value::Null)
-        };
+        let from_kernel =
+            |key: &str| bench.and_then(|b| b.get(key)).cloned().unwrap_or(Value::Null);
         let mut json = Json::new();
         for key in LEADING_KEYS {
             let value = match key {
                 "status" => Value::from(if self.ok() { "ok" } else { "failed" }),
-                "error" => self
-                    .bench
-                    .as_ref()
-                    .err()
-                    .map_or(Value::Null, |e| e.clone().into()),
+                "error" => self.bench.as_ref().err().map_or(Value::Null, |e| e.clone().into()),
                 "alloc" => self.cell.alloc.clone().into(),
                 "workload" => self.cell.workload.clone().into(),
                 "cpus" => self.cell.cpus.into(),
@@ -245,9 +233,7 @@ pub fn to_csv(records: &[Json]) -> Result<String, csv::Error> {
     writer.write_record(&columns)?;
     for record in records {
         writer.write_record(
-            columns
-                .iter()
-                .map(|key| record.get(*key).map(csv_field).unwrap_or_default()),
+            columns.iter().map(|key| record.get(*key).map(csv_field).unwrap_or_default()),
         )?;
     }
     let bytes = writer.into_inner().map_err(|e| e.into_error())?;
@@ -266,12 +252,7 @@ pub(crate) mod tests {
     }
 
     fn cell(alloc: &str, cpus: u32) -> Cell {
-        Cell {
-            alloc: alloc.into(),
-            workload: "local".into(),
-            cpus,
-            rep: 1,
-        }
+        Cell { alloc: alloc.into(), workload: "local".into(), cpus, rep: 1 }
     }
 
     #[test]
@@ -284,20 +265,14 @@ pub(crate) mod tests {
         assert!(parse_bench("BENCHMARK done").is_none());
         let lines = vec!["BOOT {}".to_string(), bench_line("slab", 2, 1.0)];
         assert!(find_bench(&lines).is_ok());
-        assert_eq!(
-            find_bench(&lines[..1]).unwrap_err(),
-            "no BENCH line in the serial output"
-        );
+        assert_eq!(find_bench(&lines[..1]).unwrap_err(), "no BENCH line in the serial output");
     }
 
     #[test]
     fn malformed_bench_names_the_line() {
         let lines = vec!["hello".to_string(), r#"BENCH {"ops": 12,"#.to_string()];
         let error = find_bench(&lines).unwrap_err();
-        assert!(
-            error.starts_with("serial line 2: malformed BENCH record ("),
-            "{error}"
-        );
+        assert!(error.starts_with("serial line 2: malformed BENCH record ("), "{error}");
         assert!(error.ends_with(r#"in line: BENCH {"ops": 12,"#), "{error}");
         let error = parse_bench(r#"BENCH {"ops":1}"#).unwrap().unwrap_err();
         assert!(error.contains("lacks 'ops_per_sec'"), "{error}");
@@ -317,29 +292,15 @@ pub(crate) mod tests {
         .into();
         let traces = find_locktraces(&lines).unwrap();
         assert_eq!(traces.len(), 2);
-        assert_eq!(
-            traces[0],
-            LockTrace {
-                cpu: 0,
-                events: vec![]
-            }
-        );
+        assert_eq!(traces[0], LockTrace { cpu: 0, events: vec![] });
         assert_eq!(traces[1].events, [[10, 20, 30], [40, 40, 45]]);
 
         let bad = vec![r#"LOCKTRACE {"cpu":0,"events":[[1,2]]}"#.to_string()];
         let error = find_locktraces(&bad).unwrap_err();
-        assert!(
-            error.starts_with("serial line 1: malformed LOCKTRACE record ("),
-            "{error}"
-        );
+        assert!(error.starts_with("serial line 1: malformed LOCKTRACE record ("), "{error}");
         assert!(error.contains(r#"in line: LOCKTRACE {"cpu":0"#), "{error}");
         let backwards = r#"LOCKTRACE {"cpu":0,"events":[[5,2,9]]}"#;
-        assert!(
-            parse_locktrace(backwards)
-                .unwrap()
-                .unwrap_err()
-                .contains("event 0")
-        );
+        assert!(parse_locktrace(backwards).unwrap().unwrap_err().contains("event 0"));
     }
 
     #[test]
@@ -348,11 +309,7 @@ pub(crate) mod tests {
         assert!(check_cell(&bench, &cell("slab", 2)).is_ok());
         let error = check_cell(&bench, &cell("talc", 2)).unwrap_err();
         assert!(error.contains("alloc=\"slab\""), "{error}");
-        assert!(
-            check_cell(&bench, &cell("slab", 4))
-                .unwrap_err()
-                .contains("cpus=2")
-        );
+        assert!(check_cell(&bench, &cell("slab", 4)).unwrap_err().contains("cpus=2"));
         assert!(check_cell(&Json::new(), &cell("x", 9)).is_ok());
     }
 

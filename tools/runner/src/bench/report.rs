@@ -28,11 +28,7 @@ fn percent(value: f64) -> String {
 
 /// The medians table; `instructions` names the per-op column for icount.
 pub fn table(rows: &[Row], instructions: bool) -> String {
-    let per_op = if instructions {
-        "instr/op"
-    } else {
-        "cycles/op"
-    };
+    let per_op = if instructions { "instr/op" } else { "cycles/op" };
     let mut text = format!(
         "| workload | cpus | alloc | reps | ops/s | {per_op} | locks/1k ops | lock wait | cache hits | slab/x |\n\
          |---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -74,10 +70,7 @@ pub fn summary(conditions: &Conditions, rows: &[Row], records: &[Record]) -> Str
         for record in failed {
             let why = record.bench.as_ref().err().map_or("", String::as_str);
             let log = super::failed_log_name(&record.cell);
-            text.push_str(&format!(
-                "- {}: {why} (serial output: `{log}`)\n",
-                record.cell
-            ));
+            text.push_str(&format!("- {}: {why} (serial output: `{log}`)\n", record.cell));
         }
     }
     text
@@ -95,18 +88,10 @@ mod tests {
             alloc: alloc.into(),
             reps_ok: usize::from(ops.is_some()) * 3,
             reps: 3,
-            ops_per_sec: ops.map(|median| Spread {
-                median,
-                min: median,
-                max: median,
-            }),
+            ops_per_sec: ops.map(|median| Spread { median, min: median, max: median }),
             cycles_per_op: ops.map(|_| 41.5),
             locks_per_kop: ops.map(|_| 15.0),
-            lock_wait_share: ops.map(|_| Spread {
-                median: 0.125,
-                min: 0.1,
-                max: 0.2,
-            }),
+            lock_wait_share: ops.map(|_| Spread { median: 0.125, min: 0.1, max: 0.2 }),
             cache_hit_rate: ops.map(|_| 0.984),
             slab_ratio: ratio,
         }
@@ -159,10 +144,7 @@ mod tests {
 
     #[test]
     fn table_shape() {
-        let rows = [
-            row("locked", Some(1.0e6), Some(2.5)),
-            row("slab", None, None),
-        ];
+        let rows = [row("locked", Some(1.0e6), Some(2.5)), row("slab", None, None)];
         let text = table(&rows, false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4);
@@ -175,10 +157,7 @@ mod tests {
             lines[2],
             "| local | 2 | locked | 3/3 | 1.00M | 41.5 | 15.00 | 12.5% | 98.4% | 2.50 |"
         );
-        assert_eq!(
-            lines[3],
-            "| local | 2 | slab | 0/3 | - | - | - | - | - | - |"
-        );
+        assert_eq!(lines[3], "| local | 2 | slab | 0/3 | - | - | - | - | - | - |");
         assert!(
             table(&rows, true).starts_with("| workload | cpus | alloc | reps | ops/s | instr/op |")
         );

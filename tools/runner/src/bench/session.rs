@@ -34,9 +34,8 @@ impl Session {
     /// Checks the kernel and QEMU, picks the accelerator (printing the
     /// `runner: accel ...` line) and prepares the boot media.
     pub fn start(kernel: &Path, options: &BootOptions) -> anyhow::Result<Self> {
-        let kernel = kernel
-            .canonicalize()
-            .with_context(|| format!("kernel ELF {}", kernel.display()))?;
+        let kernel =
+            kernel.canonicalize().with_context(|| format!("kernel ELF {}", kernel.display()))?;
         if !kernel.is_file() {
             return Err(anyhow!("kernel ELF {} is not a file", kernel.display()));
         }
@@ -56,30 +55,17 @@ impl Session {
             .tempdir()
             .context("cannot create a temporary folder")?;
         let tracked = crate::cleanup::track_folder(work.path().to_path_buf());
-        Ok(Self {
-            kernel,
-            decision,
-            options: options.clone(),
-            source,
-            work,
-            _tracked: tracked,
-        })
+        Ok(Self { kernel, decision, options: options.clone(), source, work, _tracked: tracked })
     }
 
     /// The machine for boot number `index` with `smp` CPUs and `cmdline`.
     pub fn machine(&self, index: usize, smp: u32, cmdline: &str) -> anyhow::Result<Machine> {
-        let media = self
-            .source
-            .media(&self.kernel, cmdline, &self.work_dir(index))?;
+        let media = self.source.media(&self.kernel, cmdline, &self.work_dir(index))?;
         Ok(Machine {
             media,
             accel: self.decision.accel,
             smp,
-            mem_mib: self
-                .options
-                .mem
-                .unwrap_or_else(|| MemSize::default_for(smp))
-                .mib,
+            mem_mib: self.options.mem.unwrap_or_else(|| MemSize::default_for(smp)).mib,
             gdb: false,
             extra: self.options.qemu_args.clone(),
         })

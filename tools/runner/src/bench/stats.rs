@@ -28,11 +28,7 @@ impl Spread {
         } else {
             sorted[middle]
         };
-        Some(Self {
-            median,
-            min: sorted[0],
-            max: sorted[sorted.len() - 1],
-        })
+        Some(Self { median, min: sorted[0], max: sorted[sorted.len() - 1] })
     }
 }
 
@@ -134,18 +130,11 @@ mod tests {
 
     fn record(alloc: &str, cpus: u32, rep: u32, ops_per_sec: Option<f64>) -> Record {
         Record {
-            cell: Cell {
-                alloc: alloc.into(),
-                workload: "local".into(),
-                cpus,
-                rep,
-            },
+            cell: Cell { alloc: alloc.into(), workload: "local".into(), cpus, rep },
             accel: Accel::Tcg,
             boot_seconds: 1.0,
             bench: match ops_per_sec {
-                Some(rate) => Ok(parse_bench(&bench_line(alloc, cpus, rate))
-                    .unwrap()
-                    .unwrap()),
+                Some(rate) => Ok(parse_bench(&bench_line(alloc, cpus, rate)).unwrap().unwrap()),
                 None => Err("boom".into()),
             },
         }
@@ -158,14 +147,7 @@ mod tests {
         assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(&[f64::NAN, 2.0]), Some(2.0));
-        assert_eq!(
-            Spread::of(&[2.0, 9.0, 4.0]),
-            Some(Spread {
-                median: 4.0,
-                min: 2.0,
-                max: 9.0
-            })
-        );
+        assert_eq!(Spread::of(&[2.0, 9.0, 4.0]), Some(Spread { median: 4.0, min: 2.0, max: 9.0 }));
     }
 
     #[test]
@@ -185,14 +167,7 @@ mod tests {
         assert_eq!(rows.len(), 6);
         let locked = &rows[0];
         assert_eq!((locked.alloc.as_str(), locked.cpus), ("locked", 1));
-        assert_eq!(
-            locked.ops_per_sec,
-            Some(Spread {
-                median: 200.0,
-                min: 100.0,
-                max: 300.0
-            })
-        );
+        assert_eq!(locked.ops_per_sec, Some(Spread { median: 200.0, min: 100.0, max: 300.0 }));
         assert_eq!(locked.slab_ratio, Some(2.5));
         assert_eq!(locked.locks_per_kop, Some(15.0));
         assert_eq!(locked.cycles_per_op, Some(41.5));

@@ -60,29 +60,18 @@ pub fn timeline(traces: &[LockTrace], hz: Option<f64>, title: &str) -> Result<St
         let bars = |colour: RGBColor, from: usize, to: usize| {
             traces.iter().enumerate().flat_map(move |(lane, trace)| {
                 let y = lane as f64;
-                trace
-                    .events
-                    .iter()
-                    .filter(move |e| e[to] > e[from])
-                    .map(move |e| {
-                        Rectangle::new(
-                            [
-                                (e[from] as f64 * scale, y - 0.25),
-                                (e[to] as f64 * scale, y + 0.25),
-                            ],
-                            colour.filled(),
-                        )
-                    })
+                trace.events.iter().filter(move |e| e[to] > e[from]).map(move |e| {
+                    Rectangle::new(
+                        [(e[from] as f64 * scale, y - 0.25), (e[to] as f64 * scale, y + 0.25)],
+                        colour.filled(),
+                    )
+                })
             })
         };
         for (name, colour, from, to) in [("wait", WAIT, 0, 1), ("hold", HOLD, 1, 2)] {
-            chart
-                .draw_series(bars(colour, from, to))
-                .map_err(error_text)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled())
-                });
+            chart.draw_series(bars(colour, from, to)).map_err(error_text)?.label(name).legend(
+                move |(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], colour.filled()),
+            );
         }
         chart
             .configure_series_labels()
@@ -103,25 +92,12 @@ mod tests {
     #[test]
     fn lanes_waits_and_holds() {
         let traces = [
-            LockTrace {
-                cpu: 0,
-                events: vec![[1000, 1000, 3000], [5000, 9000, 11000]],
-            },
-            LockTrace {
-                cpu: 1,
-                events: vec![[2000, 3000, 5000]],
-            },
+            LockTrace { cpu: 0, events: vec![[1000, 1000, 3000], [5000, 9000, 11000]] },
+            LockTrace { cpu: 1, events: vec![[2000, 3000, 5000]] },
         ];
         let svg = timeline(&traces, Some(1e9), "slab xfer 2 cpus tcg").unwrap();
         assert!(svg.contains("<svg"));
-        for text in [
-            "cpu 0",
-            "cpu 1",
-            "wait",
-            "hold",
-            "slab xfer 2 cpus tcg",
-            "(µs)",
-        ] {
+        for text in ["cpu 0", "cpu 1", "wait", "hold", "slab xfer 2 cpus tcg", "(µs)"] {
             assert!(svg.contains(text), "{text} missing");
         }
         // Two waits (one was uncontended: no bar) and three holds, plus legend marks.

@@ -150,23 +150,12 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let loader = dir.path().join("fake-pvh-loader");
         std::fs::write(&loader, fake_pvh(first, later)).unwrap();
-        let kernel_dir = if test_binary {
-            dir.path().join("deps")
-        } else {
-            dir.path().join("debug")
-        };
+        let kernel_dir =
+            if test_binary { dir.path().join("deps") } else { dir.path().join("debug") };
         std::fs::create_dir_all(&kernel_dir).unwrap();
-        let kernel = kernel_dir.join(if test_binary {
-            "boot-0123abcd"
-        } else {
-            "kernel"
-        });
+        let kernel = kernel_dir.join(if test_binary { "boot-0123abcd" } else { "kernel" });
         std::fs::write(&kernel, b"ignored by the fake loader").unwrap();
-        Self {
-            dir,
-            loader,
-            kernel,
-        }
+        Self { dir, loader, kernel }
     }
 
     /// Runs the runner on the kernel with `args`.
@@ -206,10 +195,7 @@ pub fn run_runner(loader: &Path, kernel: &Path, args: &[&str]) -> Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
-    eprintln!(
-        "--- runner {args:?}: {:?}\n{}\n--- stderr\n{}",
-        run.code, run.stdout, run.stderr
-    );
+    eprintln!("--- runner {args:?}: {:?}\n{}\n--- stderr\n{}", run.code, run.stdout, run.stderr);
     run
 }
 

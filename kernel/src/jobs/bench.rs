@@ -1,0 +1,426 @@
+//! `job=bench`: one allocator workload on every CPU at once, timed with the
+//! TSC, reported as a readable table and one `BENCH {json}` record
+//! (`docs/interface.md`). Workloads (`workload=`):
+//! - `local`: each CPU allocates a batch of small objects of mixed sizes and
+//!   frees them (threadtest-like);
+//! - `xfer`: CPU i allocates objects and passes them through a lock-free
+//!   ring to CPU i+1, which frees them (larson / xmalloc-test-like);
+//! - `seed`: the chapter's cases (a `Box`, a 1000-element `Vec`, a burst of
+//!   boxes) repeated;
+//! - `mixed`: sizes from 8 B to 64 KiB with realloc, so large objects reach
+//!   the backing heap.
+//!
+//! Each run: a warm-up job, then a timed job behind the start barrier;
+//! `ops=` operations (allocations plus frees) per CPU.
+use alloc::{boxed::Box, vec, vec::Vec};
+use core::{
+    alloc::Layout,
+    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
+};
+
+use crate::{
+    ExitCode,
+    boot::BootInfo,
+    heap::{self, HeapStats},
+    json::JsonStr,
+    println,
+    smp::{self, MAX_CPUS},
+    time,
+};
+
+/// Operations per CPU when `ops=` is not given.
+const DEFAULT_OPS_PER_CPU: u64 = 100_000;
+/// Warm-up operations per CPU, as a fraction of the timed ones.
+const WARMUP_DIVISOR: u64 = 10;
+/// Objects per batch in `local` (a batch is that many allocations, then as
+/// many frees).
+const LOCAL_BATCH_OBJECTS: usize = 32;
+const LOCAL_SIZES: [usize; 8] = [16, 32, 48, 64, 96, 128, 256, 512];
+/// Objects `xfer` sends per ring slot, and ring length.
+const XFER_OBJECT_BYTES: usize = 64;
+const RING_SLOTS: usize = 1024;
+/// Operations per timing batch in `xfer`.
+const XFER_BATCH_OPS: u64 = 64;
+
+/// The workloads `workload=` accepts.
+pub const WORKLOADS: &[&str] = &["local", "xfer", "seed", "mixed"];
+
+/// What one CPU measured.
+struct CpuRun {
+    start: u64,
+    end: u64,
+    ops: u64,
+    /// Cycles per operation of each batch.
+    batch_cycles_per_op: Vec<f64>,
+}
+
+/// `job=bench`.
+pub fn run_job(boot: &'static BootInfo) -> ExitCode {
+    let workload = boot.cmdline.get("workload").unwrap_or("local");
+    let Some(body) = workload_body(workload) else {
+        println!("bench: unknown workload '{workload}' (known: local, xfer, seed, mixed)");
+        return ExitCode::Failure;
+    };
+    let ops_per_cpu = match boot.cmdline.get("ops").map(str::parse::<u64>) {
+        None => DEFAULT_OPS_PER_CPU,
+        Some(Ok(ops)) if ops > 0 => ops,
+        Some(_) => {
+            println!("bench: ops= must be a positive number of operations per CPU");
+            return ExitCode::Failure;
+        }
+    };
+    smp::run_on_all_cpus(|cpu| body(cpu, (ops_per_cpu / WARMUP_DIVISOR).max(1)));
+    let before = heap::stats();
+    let runs = smp::run_on_all_cpus(|cpu| body(cpu, ops_per_cpu));
+    let after = heap::stats();
+    let report = Report::new(workload, boot.allocator.name, &runs, &before, &after);
+    report.print_table();
+    report.print_record();
+    ExitCode::Success
+}
+
+fn workload_body(name: &str) -> Option<fn(usize, u64) -> CpuRun> {
+    Some(match name {
+        "local" => local,
+        "xfer" => xfer,
+        "seed" => seed,
+        "mixed" => mixed,
+        _ => return None,
+    })
+}
+
+/// Runs `batch` until `ops` operations are done; `batch` returns how many
+/// it did.
+fn timed_batches(ops: u64, mut batch: impl FnMut() -> u64) -> CpuRun {
+    let mut batch_cycles_per_op = Vec::with_capacity(ops as usize / 16 + 1);
+    let mut done = 0;
+    let start = time::now();
+    while done < ops {
+        let batch_start = time::now();
+        let batch_ops = batch();
+        let cycles = time::now() - batch_start;
+        done += batch_ops;
+        if batch_ops > 0 {
+            batch_cycles_per_op.push(cycles as f64 / batch_ops as f64);
+        }
+    }
+    CpuRun { start, end: time::now(), ops: done, batch_cycles_per_op }
+}
+
+fn local(_cpu: usize, ops: u64) -> CpuRun {
+    let mut objects: [(*mut u8, Layout); LOCAL_BATCH_OBJECTS] =
+        [(core::ptr::null_mut(), Layout::new::<u8>()); LOCAL_BATCH_OBJECTS];
+    let mut round = 0usize;
+    timed_batches(ops, || {
+        for (i, slot) in objects.iter_mut().enumerate() {
+            let size = LOCAL_SIZES[(i + round) % LOCAL_SIZES.len()];
+            let layout = Layout::from_size_align(size, 8).expect("small layout");
+            // SAFETY: the layout has a non-zero size.
+            let ptr = unsafe { alloc::alloc::alloc(layout) };
+            assert!(!ptr.is_null(), "bench local: allocation of {size} bytes failed");
+            // SAFETY: `ptr` is a fresh block of `size` >= 1 bytes.
+            unsafe { ptr.write(i as u8) };
+            *slot = (ptr, layout);
+        }
+        for (ptr, layout) in objects {
+            // SAFETY: allocated just above with `layout`, freed once.
+            unsafe { alloc::alloc::dealloc(ptr, layout) };
+        }
+        round += 1;
+        2 * LOCAL_BATCH_OBJECTS as u64
+    })
+}
+
+/// A single-producer single-consumer ring of object pointers.
+#[repr(align(64))]
+struct Ring {
+    slots: [AtomicPtr<u8>; RING_SLOTS],
+    head: AtomicUsize,
+    tail: AtomicUsize,
+}
+
+impl Ring {
+    const fn new() -> Self {
+        Self {
+            slots: [const { AtomicPtr::new(core::ptr::null_mut()) }; RING_SLOTS],
+            head: AtomicUsize::new(0),
+            tail: AtomicUsize::new(0),
+        }
+    }
+
+    /// Producer side: false when full.
+    fn push(&self, object: *mut u8) -> bool {
+        let tail = self.tail.load(Ordering::Relaxed);
+        if tail - self.head.load(Ordering::Acquire) == RING_SLOTS {
+            return false;
+        }
+        self.slots[tail % RING_SLOTS].store(object, Ordering::Relaxed);
+        self.tail.store(tail + 1, Ordering::Release);
+        true
+    }
+
+    /// Consumer side.
+    fn pop(&self) -> Option<*mut u8> {
+        let head = self.head.load(Ordering::Relaxed);
+        if head == self.tail.load(Ordering::Acquire) {
+            return None;
+        }
+        let object = self.slots[head % RING_SLOTS].load(Ordering::Relaxed);
+        self.head.store(head + 1, Ordering::Release);
+        Some(object)
+    }
+}
+
+/// Ring `i` carries objects from CPU i to CPU i+1.
+static RINGS: [Ring; MAX_CPUS] = [const { Ring::new() }; MAX_CPUS];
+
+fn xfer(cpu: usize, ops: u64) -> CpuRun {
+    let cpus = smp::online_cpus();
+    let outgoing = &RINGS[cpu];
+    let incoming = &RINGS[(cpu + cpus - 1) % cpus];
+    let layout = Layout::from_size_align(XFER_OBJECT_BYTES, 8).expect("small layout");
+    let target = ops / 2;
+    let (mut produced, mut consumed) = (0u64, 0u64);
+    timed_batches(2 * target, || {
+        let mut done = 0;
+        while done < XFER_BATCH_OPS && (produced < target || consumed < target) {
+            if produced < target {
+                // SAFETY: the layout has a non-zero size.
+                let object = unsafe { alloc::alloc::alloc(layout) };
+                assert!(!object.is_null(), "bench xfer: allocation failed on cpu {cpu}");
+                // SAFETY: a fresh block of XFER_OBJECT_BYTES bytes.
+                unsafe { object.write_bytes(cpu as u8, XFER_OBJECT_BYTES) };
+                if outgoing.push(object) {
+                    produced += 1;
+                    done += 1;
+                } else {
+                    // SAFETY: not handed over: still ours, freed once.
+                    unsafe { alloc::alloc::dealloc(object, layout) };
+                }
+            }
+            if let Some(object) = incoming.pop() {
+                // SAFETY: the neighbour allocated it with `layout` and gave it
+                // up when it pushed it; it is freed once, here.
+                unsafe { alloc::alloc::dealloc(object, layout) };
+                consumed += 1;
+                done += 1;
+            }
+        }
+        done
+    })
+}
+
+fn seed(cpu: usize, ops: u64) -> CpuRun {
+    timed_batches(ops, || {
+        let before = own_ops();
+        let value = Box::new(41 + cpu);
+        assert_eq!(*value, 41 + cpu);
+        let mut vec = Vec::new();
+        for i in 1..=1000u64 {
+            vec.push(i);
+        }
+        assert_eq!(vec.iter().sum::<u64>(), 500_500);
+        drop(vec);
+        for i in 0..100 {
+            let page = Box::new([i as u64; 512]);
+            assert_eq!(page[511], i as u64);
+        }
+        drop(value);
+        own_ops() - before
+    })
+}
+
+fn mixed(cpu: usize, ops: u64) -> CpuRun {
+    let mut random = 0x2545_f491_4f6c_dd1d_u64 ^ (cpu as u64 + 1);
+    let mut next = move |bound: u64| {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random % bound
+    };
+    let mut live: Vec<Option<Vec<u8>>> = vec![None; 64];
+    timed_batches(ops, || {
+        let before = own_ops();
+        for _ in 0..16 {
+            let slot = next(64) as usize;
+            let size = match next(8) {
+                0 => 4096 + next(60 * 1024) as usize,
+                1 | 2 => 512 + next(3584) as usize,
+                _ => 8 + next(504) as usize,
+            };
+            match &mut live[slot] {
+                Some(buffer) if next(2) == 0 => buffer.resize(size, cpu as u8),
+                entry => *entry = Some(vec![cpu as u8; size]),
+            }
+        }
+        own_ops() - before
+    })
+}
+
+/// Allocations plus frees this CPU has done, from the heap's counters.
+fn own_ops() -> u64 {
+    let cpu = smp::current_cpu_index();
+    heap::heap().cpu_stats(cpu).map_or(0, |stats| {
+        let summary = stats.summary();
+        summary.small_ops + summary.large_ops
+    })
+}
+
+/// The figures of one run.
+struct Report<'a> {
+    workload: &'a str,
+    alloc: &'a str,
+    cpus: usize,
+    ops_per_cpu: [u64; MAX_CPUS],
+    ops: u64,
+    elapsed_cycles: u64,
+    cycles_per_op_median: f64,
+    cycles_per_op_p99: f64,
+    delta: Delta,
+}
+
+/// Heap counters over the timed part.
+struct Delta {
+    lock_acquisitions: u64,
+    lock_contended: u64,
+    lock_wait_cycles: u64,
+    lock_hold_cycles: u64,
+    small_ops: u64,
+    cache_hits: u64,
+    cross_cpu_frees: u64,
+}
+
+impl Delta {
+    fn between(before: &HeapStats, after: &HeapStats) -> Self {
+        let (b, a) = (&before.total, &after.total);
+        Self {
+            lock_acquisitions: a.lock.acquisitions - b.lock.acquisitions,
+            lock_contended: a.lock.contended - b.lock.contended,
+            lock_wait_cycles: a.lock.wait_cycles - b.lock.wait_cycles,
+            lock_hold_cycles: a.lock.hold_cycles - b.lock.hold_cycles,
+            small_ops: a.small_ops - b.small_ops,
+            cache_hits: a.cache_hits - b.cache_hits,
+            cross_cpu_frees: a.cross_cpu_frees - b.cross_cpu_frees,
+        }
+    }
+}
+
+impl<'a> Report<'a> {
+    fn new(
+        workload: &'a str,
+        alloc: &'a str,
+        runs: &smp::CpuResults<CpuRun>,
+        before: &HeapStats,
+        after: &HeapStats,
+    ) -> Self {
+        let cpus = runs.len();
+        let mut ops_per_cpu = [0; MAX_CPUS];
+        for (cpu, run) in runs.iter() {
+            ops_per_cpu[cpu] = run.ops;
+        }
+        let start = runs.iter().map(|(_, r)| r.start).min().unwrap_or(0);
+        let end = runs.iter().map(|(_, r)| r.end).max().unwrap_or(0);
+        let mut batches: Vec<f64> =
+            runs.iter().flat_map(|(_, r)| r.batch_cycles_per_op.iter().copied()).collect();
+        batches.sort_unstable_by(f64::total_cmp);
+        Self {
+            workload,
+            alloc,
+            cpus,
+            ops_per_cpu,
+            ops: ops_per_cpu.iter().sum(),
+            elapsed_cycles: end - start,
+            cycles_per_op_median: percentile(&batches, 50),
+            cycles_per_op_p99: percentile(&batches, 99),
+            delta: Delta::between(before, after),
+        }
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 * time::timestamp_hz() as f64 / self.elapsed_cycles.max(1) as f64
+    }
+
+    fn lock_wait_share(&self) -> f64 {
+        self.delta.lock_wait_cycles as f64 / (self.cpus as f64 * self.elapsed_cycles.max(1) as f64)
+    }
+
+    fn cache_hit_rate(&self) -> f64 {
+        if self.delta.small_ops == 0 {
+            0.0
+        } else {
+            self.delta.cache_hits as f64 / self.delta.small_ops as f64
+        }
+    }
+
+    fn print_table(&self) {
+        println!("bench: workload {} alloc {} on {} cpus", self.workload, self.alloc, self.cpus);
+        println!(
+            "bench: {} ops in {} cycles: {:.0} ops/s; cycles/op median {:.1}, p99 {:.1}",
+            self.ops,
+            self.elapsed_cycles,
+            self.ops_per_sec(),
+            self.cycles_per_op_median,
+            self.cycles_per_op_p99
+        );
+        println!(
+            "bench: global lock {} acquisitions ({} contended), wait share {:.2}%, hold {} cycles; cache hit rate {:.2}%; {} cross-CPU frees",
+            self.delta.lock_acquisitions,
+            self.delta.lock_contended,
+            self.lock_wait_share() * 100.0,
+            self.delta.lock_hold_cycles,
+            self.cache_hit_rate() * 100.0,
+            self.delta.cross_cpu_frees
+        );
+        for cpu in 0..self.cpus {
+            println!("bench: cpu {cpu}: {} ops", self.ops_per_cpu[cpu]);
+        }
+    }
+
+    fn print_record(&self) {
+        println!(
+            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{}}}",
+            JsonStr(self.workload),
+            JsonStr(self.alloc),
+            self.cpus,
+            self.ops,
+            JsonArray(&self.ops_per_cpu[..self.cpus]),
+            time::timestamp_hz(),
+            self.elapsed_cycles,
+            self.ops_per_sec(),
+            self.cycles_per_op_median,
+            self.cycles_per_op_p99,
+            self.delta.lock_acquisitions,
+            self.delta.lock_contended,
+            self.delta.lock_wait_cycles,
+            self.delta.lock_hold_cycles,
+            self.lock_wait_share(),
+            self.delta.small_ops,
+            self.delta.cache_hits,
+            self.cache_hit_rate(),
+            self.delta.cross_cpu_frees,
+        );
+    }
+}
+
+fn percentile(sorted: &[f64], percent: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[(sorted.len() - 1) * percent / 100]
+}
+
+/// Displays a slice of numbers as a JSON array.
+struct JsonArray<'a>(&'a [u64]);
+
+impl core::fmt::Display for JsonArray<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("[")?;
+        for (i, value) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{value}")?;
+        }
+        f.write_str("]")
+    }
+}
