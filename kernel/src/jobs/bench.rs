@@ -148,15 +148,17 @@ impl Ring {
         }
     }
 
-    /// Producer side: false when full.
-    fn push(&self, object: *mut u8) -> bool {
+    /// Producer side: whether a push would find no room.
+    fn is_full(&self) -> bool {
+        self.tail.load(Ordering::Relaxed) - self.head.load(Ordering::Acquire) == RING_SLOTS
+    }
+
+    /// Producer side; the ring must not be full.
+    fn push(&self, object: *mut u8) {
         let tail = self.tail.load(Ordering::Relaxed);
-        if tail - self.head.load(Ordering::Acquire) == RING_SLOTS {
-            return false;
-        }
+        assert!(tail - self.head.load(Ordering::Acquire) < RING_SLOTS, "push on a full ring");
         self.slots[tail % RING_SLOTS].store(object, Ordering::Relaxed);
         self.tail.store(tail + 1, Ordering::Release);
-        true
     }
 
     /// Consumer side.
@@ -184,19 +186,17 @@ fn xfer(cpu: usize, ops: u64) -> CpuRun {
     timed_batches(2 * target, || {
         let mut done = 0;
         while done < XFER_BATCH_OPS && (produced < target || consumed < target) {
-            if produced < target {
+            // Allocate only when the ring has room, so every allocation is
+            // handed over and freed by the neighbour.
+            if produced < target && !outgoing.is_full() {
                 // SAFETY: the layout has a non-zero size.
                 let object = unsafe { alloc::alloc::alloc(layout) };
                 assert!(!object.is_null(), "bench xfer: allocation failed on cpu {cpu}");
                 // SAFETY: a fresh block of XFER_OBJECT_BYTES bytes.
                 unsafe { object.write_bytes(cpu as u8, XFER_OBJECT_BYTES) };
-                if outgoing.push(object) {
-                    produced += 1;
-                    done += 1;
-                } else {
-                    // SAFETY: not handed over: still ours, freed once.
-                    unsafe { alloc::alloc::dealloc(object, layout) };
-                }
+                outgoing.push(object);
+                produced += 1;
+                done += 1;
             }
             if let Some(object) = incoming.pop() {
                 // SAFETY: the neighbour allocated it with `layout` and gave it
