@@ -45,16 +45,10 @@ fn large_vec() {
 #[test_case]
 fn many_boxes() {
     let heap_bytes = kernel::boot::info().heap_bytes;
-    assert!(
-        ITERATIONS * REUSED_OBJECT_BYTES > heap_bytes,
-        "heap too large for the reuse test"
-    );
+    assert!(ITERATIONS * REUSED_OBJECT_BYTES > heap_bytes, "heap too large for the reuse test");
     for i in 0..ITERATIONS {
         let x = Box::new([i as u64; REUSED_OBJECT_BYTES / 8]);
-        assert!(
-            x.iter().all(|&w| w == i as u64),
-            "box {i} lost its contents"
-        );
+        assert!(x.iter().all(|&w| w == i as u64), "box {i} lost its contents");
     }
 }
 

@@ -88,10 +88,7 @@ fn every_case_leaves_the_heap_as_it_found_it() {
                 - before.total.small_ops
                 - before.total.large_ops;
             let locks = after.total.lock.acquisitions - before.total.lock.acquisitions;
-            assert!(
-                locks >= ops,
-                "locked mode: {locks} lock acquisitions for {ops} operations"
-            );
+            assert!(locks >= ops, "locked mode: {locks} lock acquisitions for {ops} operations");
         }
     }
     let free_after = stress::drained_free_bytes();
