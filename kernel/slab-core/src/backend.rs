@@ -50,10 +50,6 @@ unsafe impl Backend for linked_list_allocator::Heap {
     }
 
     fn free_bytes(&self) -> usize {
-        if self.bottom().is_null() {
-            0
-        } else {
-            self.free()
-        }
+        if self.bottom().is_null() { 0 } else { self.free() }
     }
 }

@@ -37,11 +37,7 @@ pub(crate) struct Central<B> {
 
 impl<B: Backend> Central<B> {
     pub(crate) const fn new(backend: B) -> Self {
-        Self {
-            backend,
-            slabs: SlabLists::new(),
-            peak_used: 0,
-        }
+        Self { backend, slabs: SlabLists::new(), peak_used: 0 }
     }
 
     /// The backend itself (boot-time `init`, inspection).

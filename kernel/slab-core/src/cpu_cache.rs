@@ -40,11 +40,7 @@ pub(crate) struct ClassCache {
 
 impl ClassCache {
     const fn new() -> Self {
-        Self {
-            loaded: Magazine::new(),
-            previous: Magazine::new(),
-            outbox: Magazine::new(),
-        }
+        Self { loaded: Magazine::new(), previous: Magazine::new(), outbox: Magazine::new() }
     }
 
     /// An object from the cache, swapping in the previous magazine if it is
@@ -204,10 +200,7 @@ impl<G> LocalCpu<'_, G> {
     /// masked (needed to take the global lock), borrowed together.
     #[inline]
     pub(crate) fn parts(&mut self) -> (&mut CpuCaches, Masked<'_>) {
-        let masked = Masked {
-            cpu: self.index,
-            counters: self.counters,
-        };
+        let masked = Masked { cpu: self.index, counters: self.counters };
         (&mut *self.caches, masked)
     }
 }
@@ -249,10 +242,8 @@ mod tests {
             let capacity = class.magazine_capacity();
             // A pool of fake 16-byte objects standing in for slabs.
             let mut storage = std::vec![[0u64; 2]; 1024];
-            let mut pool: Vec<NonNull<u8>> = storage
-                .iter_mut()
-                .map(|slot| NonNull::from(slot).cast())
-                .collect();
+            let mut pool: Vec<NonNull<u8>> =
+                storage.iter_mut().map(|slot| NonNull::from(slot).cast()).collect();
             let mut live: Vec<NonNull<u8>> = Vec::new();
             let mut cache = ClassCache::new();
             let mut ops_since_lock = usize::MAX / 2;
@@ -306,10 +297,7 @@ mod tests {
                     assert!(cache.cached_objects() <= 2 * capacity);
                 }
             }
-            assert!(
-                lock_events * capacity <= ops,
-                "{lock_events} lock events in {ops} ops"
-            );
+            assert!(lock_events * capacity <= ops, "{lock_events} lock events in {ops} ops");
             assert!(lock_events > 0);
         }
     }

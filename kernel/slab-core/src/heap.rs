@@ -101,8 +101,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             return block.as_ptr();
         }
         self.reclaim();
-        self.try_alloc(layout)
-            .map_or(ptr::null_mut(), NonNull::as_ptr)
+        self.try_alloc(layout).map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
     /// Frees a block.
@@ -180,19 +179,12 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     pub fn drain_local_cpu(&self) {
         let mut local = self.enter_cpu();
         let (caches, masked) = local.parts();
-        if caches
-            .classes
-            .iter()
-            .all(|cache| cache.cached_objects() == 0)
-        {
+        if caches.classes.iter().all(|cache| cache.cached_objects() == 0) {
             return;
         }
         let mut central = self.lock_central(masked);
-        for ((cache, counters), class) in caches
-            .classes
-            .iter_mut()
-            .zip(&masked.counters().classes)
-            .zip(SizeClass::ALL)
+        for ((cache, counters), class) in
+            caches.classes.iter_mut().zip(&masked.counters().classes).zip(SizeClass::ALL)
         {
             for magazine in cache.take_all() {
                 // SAFETY: cached objects are free objects of `class` that
@@ -318,9 +310,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     ) {
         // SAFETY: forwarded from the caller: the object is outstanding, so
         // its slab is live.
-        let owner = unsafe { SlabRef::containing(object, class) }
-            .identity()
-            .owner;
+        let owner = unsafe { SlabRef::containing(object, class) }.identity().owner;
         let cache = &mut caches.classes[class.index()];
         let counters = &masked.counters().classes[class.index()];
         let outcome = if usize::from(owner) == masked.cpu() {

@@ -37,15 +37,8 @@ impl<T> SpinLock<T> {
     /// Takes the lock if it is free right now.
     #[inline]
     pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
-        if self
-            .locked
-            .compare_exchange(false, true, Acquire, Relaxed)
-            .is_ok()
-        {
-            Some(SpinGuard {
-                lock: self,
-                value: ManuallyDrop::new(self.value.get_mut()),
-            })
+        if self.locked.compare_exchange(false, true, Acquire, Relaxed).is_ok() {
+            Some(SpinGuard { lock: self, value: ManuallyDrop::new(self.value.get_mut()) })
         } else {
             None
         }

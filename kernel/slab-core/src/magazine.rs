@@ -79,10 +79,8 @@ mod tests {
     #[test]
     fn pushes_and_pops_in_lifo_order_and_counts() {
         let mut storage = [[0u64; 2]; 4];
-        let objects: std::vec::Vec<NonNull<u8>> = storage
-            .iter_mut()
-            .map(|slot| NonNull::from(slot).cast::<u8>())
-            .collect();
+        let objects: std::vec::Vec<NonNull<u8>> =
+            storage.iter_mut().map(|slot| NonNull::from(slot).cast::<u8>()).collect();
         let mut magazine = Magazine::new();
         for &object in &objects {
             // SAFETY: each slot is a distinct, aligned, 16-byte local.

@@ -36,11 +36,7 @@ impl Mode {
     }
 
     pub(crate) const fn from_u8(raw: u8) -> Mode {
-        if raw == Mode::Locked as u8 {
-            Mode::Locked
-        } else {
-            Mode::Slab
-        }
+        if raw == Mode::Locked as u8 { Mode::Locked } else { Mode::Slab }
     }
 }
 
@@ -78,11 +74,7 @@ pub struct ModeLocked {
 
 impl fmt::Display for ModeLocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "heap mode stays `{}`: memory was already allocated",
-            self.current
-        )
+        write!(f, "heap mode stays `{}`: memory was already allocated", self.current)
     }
 }
 

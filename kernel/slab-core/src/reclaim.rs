@@ -134,10 +134,7 @@ mod tests {
         assert!(!broadcast.is_complete(round, 0, 3));
         let drains = Cell::new(0);
         assert!(broadcast.serve(1, || drains.set(drains.get() + 1)));
-        assert!(
-            !broadcast.serve(1, || drains.set(drains.get() + 1)),
-            "served once"
-        );
+        assert!(!broadcast.serve(1, || drains.set(drains.get() + 1)), "served once");
         assert!(!broadcast.is_complete(round, 0, 3));
         broadcast.serve(2, || drains.set(drains.get() + 1));
         assert!(broadcast.is_complete(round, 0, 3));

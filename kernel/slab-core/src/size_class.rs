@@ -28,9 +28,8 @@ pub const MIN_BATCH: usize = 16;
 /// writes). `slab::SlabHeader` must fit; a static assertion checks it.
 pub const SLAB_HEADER_BYTES: usize = 64;
 
-const CLASS_SIZES: [usize; NUM_CLASSES] = [
-    16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096,
-];
+const CLASS_SIZES: [usize; NUM_CLASSES] =
+    [16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096];
 
 /// Granule of the size lookup table.
 const GRANULE_SHIFT: u32 = 4;
@@ -75,11 +74,7 @@ impl SizeClass {
     pub fn for_layout(layout: Layout) -> Option<SizeClass> {
         let align = layout.align();
         // A class of size >= `align` is needed anyway, so look up the larger.
-        let key = if layout.size() > align {
-            layout.size()
-        } else {
-            align
-        };
+        let key = if layout.size() > align { layout.size() } else { align };
         if key > MAX_SMALL_SIZE {
             return None;
         }
@@ -94,11 +89,7 @@ impl SizeClass {
 
     /// The class with this index, if there is one.
     pub const fn from_index(index: usize) -> Option<SizeClass> {
-        if index < NUM_CLASSES {
-            Some(SizeClass(index as u8))
-        } else {
-            None
-        }
+        if index < NUM_CLASSES { Some(SizeClass(index as u8)) } else { None }
     }
 
     /// Index into per-class tables, `0..NUM_CLASSES`.
@@ -231,10 +222,7 @@ mod tests {
             assert!(class.objects_per_slab() >= 8, "{class:?}");
             assert!(class.objects_per_slab() <= u16::MAX as usize);
             // Header waste plus tail waste stays under 7%.
-            assert!(
-                (slab - class.objects_per_slab() * class.size()) * 100 / slab < 7,
-                "{class:?}"
-            );
+            assert!((slab - class.objects_per_slab() * class.size()) * 100 / slab < 7, "{class:?}");
         }
     }
 

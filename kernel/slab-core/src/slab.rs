@@ -73,21 +73,11 @@ impl SlabRef {
             owner: owner as u16,
             capacity: class.objects_per_slab() as u16,
         };
-        let state = SlabState {
-            free: Magazine::new(),
-            carved: 0,
-            outstanding: 0,
-            prev: None,
-            next: None,
-        };
+        let state =
+            SlabState { free: Magazine::new(), carved: 0, outstanding: 0, prev: None, next: None };
         // SAFETY: the caller hands over the block, which is large and aligned
         // enough for the header (checked by the static assertion above).
-        unsafe {
-            header.write(SlabHeader {
-                identity,
-                state: UnsafeCell::new(state),
-            })
-        };
+        unsafe { header.write(SlabHeader { identity, state: UnsafeCell::new(state) }) };
         SlabRef(header)
     }
 
@@ -139,10 +129,7 @@ unsafe impl Send for SlabLists {}
 
 impl SlabLists {
     pub(crate) const fn new() -> Self {
-        Self {
-            partial: [[None; NUM_CLASSES]; MAX_CPUS],
-            slabs: 0,
-        }
+        Self { partial: [[None; NUM_CLASSES]; MAX_CPUS], slabs: 0 }
     }
 
     /// How many slabs are live.

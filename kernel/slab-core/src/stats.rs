@@ -107,9 +107,8 @@ impl CpuCounters {
 
     pub(crate) fn snapshot(&self, cpu: usize) -> CpuStats {
         let mut classes = [ClassStats::default(); NUM_CLASSES];
-        for (stats, (counters, class)) in classes
-            .iter_mut()
-            .zip(self.classes.iter().zip(SizeClass::ALL))
+        for (stats, (counters, class)) in
+            classes.iter_mut().zip(self.classes.iter().zip(SizeClass::ALL))
         {
             *stats = ClassStats {
                 allocs: counters.allocs.get(),
@@ -300,12 +299,7 @@ impl HeapStats {
     /// `large_ops`, `slabs`, and last `per_cpu`, an array of objects with
     /// `cpu` and the same per-CPU figures in the same order.
     pub fn write_json(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        write!(
-            out,
-            "{{\"alloc\":\"{}\",\"cpus\":{}",
-            self.mode.name(),
-            self.cpus
-        )?;
+        write!(out, "{{\"alloc\":\"{}\",\"cpus\":{}", self.mode.name(), self.cpus)?;
         let t = &self.total;
         write!(
             out,
@@ -396,10 +390,7 @@ struct Cursor<'a>(&'a mut [u8], usize);
 impl fmt::Write for Cursor<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.1 + s.len();
-        self.0
-            .get_mut(self.1..end)
-            .ok_or(fmt::Error)?
-            .copy_from_slice(s.as_bytes());
+        self.0.get_mut(self.1..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
         self.1 = end;
         Ok(())
     }
@@ -518,12 +509,7 @@ mod tests {
     use std::string::String;
 
     fn sample() -> HeapStats {
-        let usage = HeapUsage {
-            used_bytes: 100,
-            free_bytes: 900,
-            peak_bytes: 150,
-            slabs: 1,
-        };
+        let usage = HeapUsage { used_bytes: 100, free_bytes: 900, peak_bytes: 150, slabs: 1 };
         let mut stats = HeapStats::new(Mode::Slab, usage, 2);
         for cpu in 0..2u64 {
             stats.record_cpu(CpuSummary {
@@ -573,13 +559,7 @@ mod tests {
         let text = std::format!("{}", sample());
         assert!(text.starts_with("heap: mode slab, 2 cpus, used 100 B"));
         assert_eq!(text.lines().count(), 5, "{text}");
-        assert!(
-            text.lines()
-                .last()
-                .unwrap()
-                .trim_start()
-                .starts_with("total")
-        );
+        assert!(text.lines().last().unwrap().trim_start().starts_with("total"));
         assert!(text.contains(" 76.1 "), "hit rate of 16/21: {text}");
     }
 

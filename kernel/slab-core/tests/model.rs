@@ -16,23 +16,10 @@ const CPUS: usize = 3;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc {
-        cpu: usize,
-        size: usize,
-        align_shift: u32,
-    },
-    Free {
-        cpu: usize,
-        pick: usize,
-    },
-    Realloc {
-        cpu: usize,
-        pick: usize,
-        size: usize,
-    },
-    Drain {
-        cpu: usize,
-    },
+    Alloc { cpu: usize, size: usize, align_shift: u32 },
+    Free { cpu: usize, pick: usize },
+    Realloc { cpu: usize, pick: usize, size: usize },
+    Drain { cpu: usize },
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -96,11 +83,7 @@ fn run(ops: Vec<Op>) {
     for (tag, op) in ops.into_iter().enumerate() {
         let tag = tag as u64;
         match op {
-            Op::Alloc {
-                cpu,
-                size,
-                align_shift,
-            } => {
+            Op::Alloc { cpu, size, align_shift } => {
                 set_cpu(cpu);
                 let layout = Layout::from_size_align(size, 1 << align_shift).unwrap();
                 let block = heap.alloc(layout);

@@ -154,11 +154,7 @@ fn stress(threads: usize, warmup: usize, steady: usize, slack_batches: u64) {
     println!("{stats}");
     assert!(small_ops > 0);
     for cpu in stats.per_cpu() {
-        assert!(
-            cpu.cross_cpu_frees > 0,
-            "cpu {} freed others' blocks",
-            cpu.cpu
-        );
+        assert!(cpu.cross_cpu_frees > 0, "cpu {} freed others' blocks", cpu.cpu);
     }
     assert_eq!(stats.total.cached_bytes, 0, "every CPU drained");
     assert_eq!(stats.heap.slabs, 0, "no slab stranded");
@@ -180,12 +176,7 @@ fn four_cpus_allocating_and_freeing_each_others_blocks() {
 /// race detector.
 #[test]
 fn threads_under_miri() {
-    stress(
-        2,
-        50,
-        if cfg!(miri) { 300 } else { 3000 },
-        2 * SizeClass::ALL.len() as u64,
-    );
+    stress(2, 50, if cfg!(miri) { 300 } else { 3000 }, 2 * SizeClass::ALL.len() as u64);
 }
 
 #[test]

@@ -79,10 +79,16 @@ unsafe impl Platform for HostPlatform {
                 set_cpu(me);
             }
             ReclaimStyle::Broadcast => {
-                self.broadcast
-                    .request_and_wait(me, self.cpus, || {}, drain_this_cpu);
+                self.broadcast.request_and_wait(me, self.cpus, || {}, drain_this_cpu);
             }
         }
+    }
+}
+
+impl HostPlatform {
+    /// A platform of `cpus` CPUs (`const`, so a heap can be a `static`).
+    pub const fn new(cpus: usize, style: ReclaimStyle) -> Self {
+        Self { cpus, style, broadcast: ReclaimBroadcast::new(), reclaim_calls: AtomicUsize::new(0) }
     }
 }
 
@@ -120,20 +126,13 @@ impl TestHeap {
         // SAFETY: nonzero size.
         let base = unsafe { alloc(layout) };
         assert!(!base.is_null());
-        let platform = HostPlatform {
-            cpus,
-            style,
-            broadcast: ReclaimBroadcast::new(),
-            reclaim_calls: AtomicUsize::new(0),
-        };
+        let platform = HostPlatform::new(cpus, style);
         let test_heap = Box::new(TestHeap {
             heap: SlabHeap::new(Heap::empty(), platform),
             arena: Arena { base, layout },
         });
         // SAFETY: the arena is ours, unused, and outlives the heap.
-        test_heap
-            .heap
-            .with_backend(|backend| unsafe { backend.init(base, bytes) });
+        test_heap.heap.with_backend(|backend| unsafe { backend.init(base, bytes) });
         test_heap
     }
 
@@ -164,9 +163,7 @@ impl std::ops::Deref for TestHeap {
 /// Serves a pending reclaim request for the calling thread's CPU, as an
 /// interrupt between two operations would.
 pub fn serve_reclaim(heap: &TestSlabHeap) {
-    heap.platform()
-        .broadcast
-        .serve(cpu(), || heap.drain_local_cpu());
+    heap.platform().broadcast.serve(cpu(), || heap.drain_local_cpu());
 }
 
 /// The byte a block tagged `tag` is filled with.
