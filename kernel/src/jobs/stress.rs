@@ -155,7 +155,7 @@ pub fn mixed_sizes_and_alignments_storm() {
                     let new = unsafe { alloc::alloc::realloc(ptr, layout, new_size) };
                     assert!(!new.is_null(), "cpu {cpu}: realloc to {new_size} bytes failed");
                     let new_layout = Layout::from_size_align(new_size, layout.align()).unwrap();
-                    check_prefix(cpu, step, ptr, new, layout.size().min(new_size));
+                    check_moved_pattern(cpu, step, ptr, new, layout.size().min(new_size));
                     fill_pattern(new, new_size);
                     live[slot] = Some((new, new_layout));
                     continue;
@@ -202,27 +202,21 @@ fn fill_pattern(ptr: *mut u8, size: usize) {
     }
 }
 
+/// Checks that the `size` bytes at `ptr` still hold their pattern.
 fn check_pattern(cpu: usize, step: usize, ptr: *mut u8, size: usize) {
-    for i in 0..size {
-        // SAFETY: `ptr` is a live block of at least `size` bytes.
-        let found = unsafe { ptr.add(i).read() };
-        let expected = pattern_byte(ptr as usize + i);
-        assert_eq!(
-            found, expected,
-            "cpu {cpu}, step {step}: byte {i} of the {size}-byte block at {ptr:p} changed"
-        );
-    }
+    check_moved_pattern(cpu, step, ptr, ptr, size);
 }
 
-/// After `realloc` from `old` to `new`: the first `size` bytes moved along.
-fn check_prefix(cpu: usize, step: usize, old: *mut u8, new: *mut u8, size: usize) {
+/// Checks that the `size` bytes at `now` hold the pattern they were filled
+/// with at `filled_at` (the same address, or the old one before a realloc).
+fn check_moved_pattern(cpu: usize, step: usize, filled_at: *mut u8, now: *mut u8, size: usize) {
     for i in 0..size {
-        // SAFETY: `new` is a live block of at least `size` bytes.
-        let found = unsafe { new.add(i).read() };
-        let expected = pattern_byte(old as usize + i);
+        // SAFETY: `now` is a live block of at least `size` bytes.
+        let found = unsafe { now.add(i).read() };
+        let expected = pattern_byte(filled_at as usize + i);
         assert_eq!(
             found, expected,
-            "cpu {cpu}, step {step}: realloc lost byte {i} ({old:p} -> {new:p})"
+            "cpu {cpu}, step {step}: byte {i} of the {size}-byte block at {now:p} (filled at {filled_at:p}) changed"
         );
     }
 }
