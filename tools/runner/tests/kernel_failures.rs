@@ -90,3 +90,58 @@ fn a_hanging_kernel_test_times_out() {
     assert!(run.line_containing("timeout").is_some(), "the runner says timeout");
     assert!(run.line_containing("test result: FAILED.").is_some());
 }
+
+/// Boots the kernel binary itself (not a test binary) with `args`.
+fn boot_kernel(args: &[&str]) -> Run {
+    let root = repo_root();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "kernel",
+            "--bin",
+            "kernel",
+            "--target",
+            BARE_METAL_TARGET,
+        ])
+        .arg("--target-dir")
+        .arg(root.join("target"))
+        .env_remove("CARGO_TARGET_DIR")
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the kernel failed");
+    let kernel = root.join("target").join(BARE_METAL_TARGET).join("debug/kernel");
+    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg(&kernel)
+        .args(args)
+        .env_remove("RUNNER_PVH_LOADER")
+        .output()
+        .expect("the runner runs");
+    let run =
+        Run { code: output.status.code(), stdout: String::from_utf8_lossy(&output.stdout).into() };
+    eprintln!("--- kernel {args:?} -> {:?}\n{}", run.code, run.stdout);
+    run
+}
+
+#[test]
+fn an_unknown_kernel_option_is_a_boot_error_naming_it() {
+    let run = boot_kernel(&["--smp", "1", "no_such_option=1"]);
+    assert_eq!(run.code, Some(1));
+    let line =
+        run.line_containing("boot error: kernel command line: unknown option 'no_such_option'");
+    assert!(
+        line.is_some_and(|l| l.contains("known options: job")),
+        "the error lists the known options"
+    );
+}
+
+#[test]
+fn a_heap_larger_than_memory_is_a_boot_error() {
+    let run = boot_kernel(&["--smp", "1", "heap=100G"]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.line_containing("boot error: heap: heap of 107374182400 bytes does not fit").is_some()
+    );
+}
