@@ -1,46 +1,18 @@
 //! End to end with the real kernel: test kernels that fail on purpose
 //! (`kernel/examples`) must make the runner exit non-zero with a clear
 //! reason. Each is booted as a test binary (copied into a `deps` folder) so
-//! the libtest summary line is checked too.
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    sync::OnceLock,
-};
+//! the libtest summary line is checked too. Bad kernel command lines must be
+//! boot errors that name what was wrong.
+mod real_kernel;
 
-const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
+use std::{path::PathBuf, sync::OnceLock};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+use real_kernel::{Run, build_kernel, run_runner};
 
-/// Builds the kernel's example binaries once; returns their folder.
-fn examples_dir() -> &'static Path {
+/// The kernel's example binaries, built once.
+fn examples_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let root = repo_root();
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["build", "--quiet", "-p", "kernel", "--examples", "--target", BARE_METAL_TARGET])
-            .arg("--target-dir")
-            .arg(root.join("target"))
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the kernel's example binaries failed");
-        root.join("target").join(BARE_METAL_TARGET).join("debug/examples")
-    })
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-}
-
-impl Run {
-    fn line_containing(&self, needle: &str) -> Option<&str> {
-        self.stdout.lines().find(|line| line.contains(needle))
-    }
+    DIR.get_or_init(|| build_kernel(&["--examples"]).join("examples"))
 }
 
 /// Boots example `name` as a test binary with the runner and `args`.
@@ -50,17 +22,12 @@ fn boot_as_test(name: &str, args: &[&str]) -> Run {
     std::fs::create_dir(&test_dir).unwrap();
     let kernel = test_dir.join(format!("{name}-0123456789abcdef"));
     std::fs::copy(examples_dir().join(name), &kernel).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .arg(&kernel)
-        .args(args)
-        .env_remove("RUNNER_PVH_LOADER")
-        .output()
-        .expect("the runner runs");
-    let run =
-        Run { code: output.status.code(), stdout: String::from_utf8_lossy(&output.stdout).into() };
-    eprintln!("--- {name} {args:?} -> {:?}\n{}", run.code, run.stdout);
-    eprintln!("--- stderr\n{}", String::from_utf8_lossy(&output.stderr));
-    run
+    run_runner(&kernel, args)
+}
+
+/// Boots the kernel binary itself (not a test binary) with `args`.
+fn boot_kernel(args: &[&str]) -> Run {
+    run_runner(&build_kernel(&["--bin", "kernel"]).join("kernel"), args)
 }
 
 #[test]
@@ -89,40 +56,6 @@ fn a_hanging_kernel_test_times_out() {
     assert_eq!(run.code, Some(124), "exit code of a timeout");
     assert!(run.line_containing("timeout").is_some(), "the runner says timeout");
     assert!(run.line_containing("test result: FAILED.").is_some());
-}
-
-/// Boots the kernel binary itself (not a test binary) with `args`.
-fn boot_kernel(args: &[&str]) -> Run {
-    let root = repo_root();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "kernel",
-            "--bin",
-            "kernel",
-            "--target",
-            BARE_METAL_TARGET,
-        ])
-        .arg("--target-dir")
-        .arg(root.join("target"))
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the kernel failed");
-    let kernel = root.join("target").join(BARE_METAL_TARGET).join("debug/kernel");
-    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .arg(&kernel)
-        .args(args)
-        .env_remove("RUNNER_PVH_LOADER")
-        .output()
-        .expect("the runner runs");
-    let run =
-        Run { code: output.status.code(), stdout: String::from_utf8_lossy(&output.stdout).into() };
-    eprintln!("--- kernel {args:?} -> {:?}\n{}", run.code, run.stdout);
-    run
 }
 
 #[test]
