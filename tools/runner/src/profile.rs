@@ -36,7 +36,7 @@ pub fn run(args: &ProfileArgs) -> i32 {
 fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
     let extra = args.options.extra_cmdline().map_err(|e| anyhow!(e))?;
     let session = Session::start(&args.kernel, &args.options)?;
-    let conditions = Conditions::gather(&session.kernel, &session.decision, args.smp);
+    let conditions = Conditions::gather(&session.kernel, session.decision(), args.smp);
     for warning in &conditions.warnings {
         println!("runner: warning: {warning}");
     }
@@ -80,7 +80,7 @@ fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
     let hz = bench.as_ref().ok().and_then(|b| b.get("timestamp_hz")).and_then(Value::as_f64);
     let record = Record {
         cell: cell.clone(),
-        accel: session.decision.accel,
+        accel: session.decision().accel,
         boot_seconds,
         // A BENCH record counts only from a boot that ended well.
         bench: match bench {

@@ -10,9 +10,10 @@ use anyhow::{Context, anyhow};
 
 use crate::{
     EXIT_RUNNER_ERROR, QEMU,
-    accel::{self, Accel, HostFacts},
+    accel::{self, Accel, AccelDecision, HostFacts},
     boot::{BootConfig, BootOutcome, boot},
-    cli::{BootMode, Cli, kernel_cmdline, with_kernel_arg},
+    cleanup::Tracked,
+    cli::{AccelChoice, BootMode, Cli, kernel_cmdline, with_kernel_arg},
     iso::{self, Limine},
     loader,
     outcome::{EXIT_FAILURE, Verdict},
@@ -25,6 +26,45 @@ use crate::{
 pub(crate) const PROBE_LIMIT: Duration = Duration::from_secs(20);
 /// Serial lines shown again after a timeout.
 const TAIL_LINES: usize = 20;
+
+/// What every run shares before its first boot: QEMU is there, the
+/// accelerator is chosen (and announced), the boot media are prepared, and a
+/// scratch folder exists that is removed however the runner ends.
+pub(crate) struct HostSetup {
+    pub decision: AccelDecision,
+    pub source: MediaSource,
+    pub work: tempfile::TempDir,
+    _tracked: Tracked,
+}
+
+impl HostSetup {
+    /// Checks for QEMU, chooses the accelerator as `accel` asks (printing
+    /// the `runner: accel ...` line), prepares the media for `boot` and a
+    /// scratch folder named `scratch_prefix...`.
+    pub(crate) fn prepare(
+        accel: AccelChoice,
+        boot: BootMode,
+        scratch_prefix: &str,
+    ) -> anyhow::Result<Self> {
+        if crate::find_in_path(QEMU).is_none() {
+            return Err(anyhow!(
+                "{QEMU} is not on PATH: install the Debian package qemu-system-x86"
+            ));
+        }
+        let decision = accel::choose(accel, &HostFacts::of_this_host(), &mut || {
+            accel::probe_boot(Accel::Kvm, PROBE_LIMIT)
+        })
+        .map_err(|e| anyhow!(e))?;
+        println!("{}", decision.line());
+        let source = MediaSource::prepare(boot, &loader::workspace_root())?;
+        let work = tempfile::Builder::new()
+            .prefix(scratch_prefix)
+            .tempdir()
+            .context("cannot create a temporary folder")?;
+        let tracked = crate::cleanup::track_folder(work.path().to_path_buf());
+        Ok(Self { decision, source, work, _tracked: tracked })
+    }
+}
 
 /// Runs `cli` and returns the process exit code; `epoch` is the runner's start.
 pub fn run(cli: &Cli, epoch: Instant) -> i32 {
@@ -94,21 +134,7 @@ fn run_boots(cli: &Cli, epoch: Instant) -> anyhow::Result<i32> {
         return Err(anyhow!("kernel ELF {} is not a file", kernel.display()));
     }
     let cmdline = kernel_cmdline(&cli.kernel_args).map_err(|e| anyhow!(e))?;
-    if crate::find_in_path(QEMU).is_none() {
-        return Err(anyhow!("{QEMU} is not on PATH: install the Debian package qemu-system-x86"));
-    }
-    let decision = accel::choose(cli.accel, &HostFacts::of_this_host(), &mut || {
-        accel::probe_boot(Accel::Kvm, PROBE_LIMIT)
-    })
-    .map_err(|e| anyhow!(e))?;
-    println!("{}", decision.line());
-
-    let source = MediaSource::prepare(cli.boot, &loader::workspace_root())?;
-    let work = tempfile::Builder::new()
-        .prefix("runner-")
-        .tempdir()
-        .context("cannot create a temporary folder")?;
-    let _tracked = crate::cleanup::track_folder(work.path().to_path_buf());
+    let host = HostSetup::prepare(cli.accel, cli.boot, "runner-")?;
     let timeout = cli.timeout();
     let deadline = timeout.map(|limit| Instant::now() + limit);
     let is_test = cli.is_test_binary();
@@ -123,14 +149,14 @@ fn run_boots(cli: &Cli, epoch: Instant) -> anyhow::Result<i32> {
         } else {
             with_kernel_arg(&cmdline, "test_skip", &skip.to_string())
         };
-        let media = source.media(
+        let media = host.source.media(
             &kernel,
             &boot_cmdline,
-            &work.path().join(format!("boot-{}", summary.boots)),
+            &host.work.path().join(format!("boot-{}", summary.boots)),
         )?;
         let machine = Machine {
             media,
-            accel: decision.accel,
+            accel: host.decision.accel,
             smp: cli.smp,
             mem_mib: cli.mem().mib,
             gdb: cli.gdb,

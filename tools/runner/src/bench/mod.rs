@@ -50,7 +50,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
     let extra = args.options.extra_cmdline().map_err(|e| anyhow!(e))?;
     let session = Session::start(&args.kernel, &args.options)?;
     let max_cpus = args.smp.0.iter().copied().max().unwrap_or(1);
-    let conditions = Conditions::gather(&session.kernel, &session.decision, max_cpus);
+    let conditions = Conditions::gather(&session.kernel, session.decision(), max_cpus);
     for warning in &conditions.warnings {
         println!("runner: warning: {warning}");
     }
@@ -84,7 +84,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         let outcome = session.boot(index, machine, false)?;
         let record = Record {
             cell: cell.clone(),
-            accel: session.decision.accel,
+            accel: session.decision().accel,
             boot_seconds: started.elapsed().as_secs_f64(),
             bench: bench_of(&outcome, cell, &session),
         };

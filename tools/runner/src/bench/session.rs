@@ -11,26 +11,26 @@ use anyhow::{Context, anyhow};
 use super::args::BootOptions;
 use crate::{
     QEMU,
-    accel::{self, Accel, AccelDecision, HostFacts},
+    accel::AccelDecision,
     boot::{BootConfig, BootOutcome, boot},
-    cleanup::Tracked,
     cli::MemSize,
-    loader,
     qemu::{Machine, shell_line},
-    run::{MediaSource, PROBE_LIMIT},
+    run::HostSetup,
 };
 
 /// Ready to boot one kernel many times.
 pub struct Session {
     pub kernel: PathBuf,
-    pub decision: AccelDecision,
     pub options: BootOptions,
-    source: MediaSource,
-    work: tempfile::TempDir,
-    _tracked: Tracked,
+    host: HostSetup,
 }
 
 impl Session {
+    /// The accelerator chosen for every boot of the session.
+    pub fn decision(&self) -> &AccelDecision {
+        &self.host.decision
+    }
+
     /// Checks the kernel and QEMU, picks the accelerator (printing the
     /// `runner: accel ...` line) and prepares the boot media.
     pub fn start(kernel: &Path, options: &BootOptions) -> anyhow::Result<Self> {
@@ -39,31 +39,16 @@ impl Session {
         if !kernel.is_file() {
             return Err(anyhow!("kernel ELF {} is not a file", kernel.display()));
         }
-        if crate::find_in_path(QEMU).is_none() {
-            return Err(anyhow!(
-                "{QEMU} is not on PATH: install the Debian package qemu-system-x86"
-            ));
-        }
-        let decision = accel::choose(options.accel, &HostFacts::of_this_host(), &mut || {
-            accel::probe_boot(Accel::Kvm, PROBE_LIMIT)
-        })
-        .map_err(|e| anyhow!(e))?;
-        println!("{}", decision.line());
-        let source = MediaSource::prepare(options.boot, &loader::workspace_root())?;
-        let work = tempfile::Builder::new()
-            .prefix("runner-bench-")
-            .tempdir()
-            .context("cannot create a temporary folder")?;
-        let tracked = crate::cleanup::track_folder(work.path().to_path_buf());
-        Ok(Self { kernel, decision, options: options.clone(), source, work, _tracked: tracked })
+        let host = HostSetup::prepare(options.accel, options.boot, "runner-bench-")?;
+        Ok(Self { kernel, options: options.clone(), host })
     }
 
     /// The machine for boot number `index` with `smp` CPUs and `cmdline`.
     pub fn machine(&self, index: usize, smp: u32, cmdline: &str) -> anyhow::Result<Machine> {
-        let media = self.source.media(&self.kernel, cmdline, &self.work_dir(index))?;
+        let media = self.host.source.media(&self.kernel, cmdline, &self.work_dir(index))?;
         Ok(Machine {
             media,
-            accel: self.decision.accel,
+            accel: self.host.decision.accel,
             smp,
             mem_mib: self.options.mem.unwrap_or_else(|| MemSize::default_for(smp)).mib,
             gdb: false,
@@ -91,7 +76,7 @@ impl Session {
     }
 
     fn work_dir(&self, index: usize) -> PathBuf {
-        self.work.path().join(format!("boot-{index}"))
+        self.host.work.path().join(format!("boot-{index}"))
     }
 }
 
