@@ -8,7 +8,7 @@
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use crate::backend::Backend;
 use crate::central::{Central, HeapUsage};
@@ -31,8 +31,14 @@ pub struct SlabHeap<B, P> {
     mode: AtomicU8,
     platform: P,
     central: SpinLock<Central<B>>,
+    /// The CPU holding `central`, or `NO_HOLDER`: written by the holder
+    /// only, read by anyone (a hang report names the holder).
+    lock_holder: AtomicUsize,
     cpus: [CpuSlot; MAX_CPUS],
 }
+
+/// `lock_holder` when nobody holds the global lock.
+const NO_HOLDER: usize = usize::MAX;
 
 impl<B: Backend, P: Platform> SlabHeap<B, P> {
     const_unless_loom! {
@@ -43,6 +49,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 mode: AtomicU8::new(Mode::Slab as u8),
                 platform,
                 central: SpinLock::new(Central::new(backend)),
+                lock_holder: AtomicUsize::new(NO_HOLDER),
                 cpus: [const { CpuSlot::new() }; MAX_CPUS],
             }
         }
@@ -202,6 +209,16 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     pub fn reclaim(&self) {
         self.drain_local_cpu();
         self.platform.reclaim_remote(&|| self.drain_local_cpu());
+    }
+
+    /// The CPU holding the global lock right now, if any. Lock-free and
+    /// allocation-free, so an NMI handler may call it to report a hang; the
+    /// answer may be stale by the time it is read.
+    pub fn lock_holder(&self) -> Option<usize> {
+        match self.lock_holder.load(Relaxed) {
+            NO_HOLDER => None,
+            cpu => Some(cpu),
+        }
     }
 
     /// The backend's usage now.
@@ -369,8 +386,10 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             }
         };
         counters.acquisitions.add(1);
+        self.lock_holder.store(masked.cpu(), Relaxed);
         CentralGuard {
             guard,
+            holder: &self.lock_holder,
             platform: &self.platform,
             counters,
             acquired_at: self.platform.timestamp(),
@@ -381,6 +400,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 /// The global lock held, timing how long for the holding CPU's counters.
 struct CentralGuard<'a, B, P: Platform> {
     guard: SpinGuard<'a, Central<B>>,
+    holder: &'a AtomicUsize,
     platform: &'a P,
     counters: &'a LockCounters,
     acquired_at: u64,
@@ -404,6 +424,7 @@ impl<B, P: Platform> Drop for CentralGuard<'_, B, P> {
     fn drop(&mut self) {
         let held = self.platform.timestamp().saturating_sub(self.acquired_at);
         self.counters.hold_cycles.add(held);
+        self.holder.store(NO_HOLDER, Relaxed);
         // `guard` is dropped (unlocked) right after this.
     }
 }

@@ -357,3 +357,19 @@ fn a_static_heap_without_memory_returns_null() {
         2
     );
 }
+
+#[test]
+fn nobody_holds_the_global_lock_between_operations() {
+    let heap = TestHeap::new(MIB, 1, ReclaimStyle::SwitchCpus);
+    set_cpu(0);
+    assert_eq!(heap.lock_holder(), None);
+    let block = heap.alloc(layout(64, 8));
+    let big = heap.alloc(layout(8192, 8));
+    assert_eq!(heap.lock_holder(), None, "the lock holder is cleared on release");
+    // SAFETY: both allocated just above with these layouts.
+    unsafe {
+        heap.dealloc(block, layout(64, 8));
+        heap.dealloc(big, layout(8192, 8));
+    }
+    assert_eq!(heap.lock_holder(), None);
+}
