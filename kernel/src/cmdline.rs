@@ -11,6 +11,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("test_skip", "run kernel tests from this index on (set by the runner)"),
     ("workload", "job=bench: local, xfer, seed or mixed (default: local)"),
     ("ops", "job=bench: operations per CPU (default: 100000)"),
+    ("trace", "job=bench: on records the global-lock timeline (LOCKTRACE lines; default: off)"),
 ];
 
 const MAX_OPTIONS: usize = 32;

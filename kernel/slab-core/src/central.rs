@@ -72,16 +72,17 @@ impl<B: Backend> Central<B> {
         unsafe { self.backend.deallocate(block, layout) }
     }
 
-    /// Fills `magazine` up to `class.magazine_capacity()` with `owner`'s
-    /// objects of `class`, carving new slabs as needed. When the backend
-    /// runs out of memory the magazine keeps what it got (maybe nothing).
+    /// Fills `magazine` up to `up_to` objects with `owner`'s objects of
+    /// `class`, carving new slabs as needed. When the backend runs out of
+    /// memory the magazine keeps what it got (maybe nothing).
     pub(crate) fn refill_from_slabs(
         &mut self,
         owner: usize,
         class: SizeClass,
         magazine: &mut Magazine,
+        up_to: usize,
     ) {
-        while magazine.len() < class.magazine_capacity() {
+        while magazine.len() < up_to {
             let slab = match self.slabs.first_partial(owner, class) {
                 Some(slab) => slab,
                 None => match self.new_slab(owner, class) {
@@ -89,7 +90,7 @@ impl<B: Backend> Central<B> {
                     Err(OutOfMemory) => return,
                 },
             };
-            while magazine.len() < class.magazine_capacity() {
+            while magazine.len() < up_to {
                 let Some(object) = self.slabs.take_object(slab) else {
                     break;
                 };

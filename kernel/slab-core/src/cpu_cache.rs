@@ -3,16 +3,25 @@
 //! class's cache: Bonwick's loaded/previous magazine pair for the CPU's own
 //! objects, plus an outbox batching frees of other CPUs' objects.
 //!
-//! A slot's magazines are plain memory, reached only through [`LocalCpu`],
-//! which holds the platform's interrupt guard: "own CPU, interrupts off" is
-//! what makes the unsynchronised fast path sound.
+//! A slot's magazines are plain memory. What makes using them without a
+//! lock or masked interrupts sound is the slot's `state` byte: whoever
+//! wants the magazines moves it from `OPEN` to `BUSY` ([`CpuSlot::try_use`])
+//! and back when done ([`SlotUser`]'s drop). Only code running on the
+//! slot's own CPU ever does that (the `Platform` contract), and on one CPU
+//! the only code that can run in the middle of another is an interrupt
+//! handler, which returns before the interrupted code goes on. So a handler
+//! either finds the slot `OPEN` and completes its whole use of it before the
+//! interrupted code looks again, or finds it `BUSY` and keeps out (it takes
+//! the global-lock path instead). No two users overlap, without a `cli` or
+//! an atomic read-modify-write on the fast path.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering, compiler_fence};
 
 use crate::magazine::Magazine;
 use crate::size_class::{NUM_CLASSES, SizeClass};
-use crate::stats::CpuCounters;
+use crate::stats::{ClassStats, Counter, CpuCounters, CpuStats};
 
 /// What a free left to do.
 #[derive(Debug)]
@@ -33,7 +42,7 @@ pub(crate) enum FreeOutcome {
 /// `outbox` collects objects owned by other CPUs until a batch is full.
 #[derive(Debug)]
 pub(crate) struct ClassCache {
-    loaded: Magazine,
+    pub(crate) loaded: Magazine,
     previous: Magazine,
     outbox: Magazine,
 }
@@ -125,24 +134,51 @@ impl ClassCache {
     }
 }
 
-/// One CPU's caches, one per size class.
-#[derive(Debug)]
-pub(crate) struct CpuCaches {
-    pub(crate) classes: [ClassCache; NUM_CLASSES],
+/// One CPU's cache of one size class, with the two counters its fast path
+/// bumps beside it (one cache line in all).
+#[repr(C, align(64))]
+pub(crate) struct ClassSlot {
+    cache: UnsafeCell<ClassCache>,
+    /// Allocations served from the cache (fast path or after a refill):
+    /// written by the slot's user only, read by anyone.
+    cache_allocs: Counter,
+    /// Frees taken into the cache (own objects, or another CPU's into the
+    /// outbox): written by the slot's user only, read by anyone.
+    cache_frees: Counter,
 }
 
-/// One CPU's slot in the heap: its caches (only it touches them) and its
-/// counters (only it writes them). Aligned to a cache line so neighbours
-/// never share one.
-#[repr(align(64))]
+impl ClassSlot {
+    const fn new() -> Self {
+        Self {
+            cache: UnsafeCell::new(ClassCache::new()),
+            cache_allocs: Counter::new(),
+            cache_frees: Counter::new(),
+        }
+    }
+}
+
+/// `CpuSlot::state`: nobody is using the magazines.
+const OPEN: u8 = 0;
+/// `CpuSlot::state`: code on this CPU is using the magazines (an interrupt
+/// handler that finds this keeps out).
+const BUSY: u8 = 1;
+/// `CpuSlot::state`: the heap is in locked mode; the magazines stay empty.
+const CLOSED: u8 = 2;
+
+/// One CPU's slot in the heap: its caches (only code on that CPU touches
+/// them, one user at a time) and its counters (only it writes them).
+/// Aligned to a cache line so neighbours never share one.
+#[repr(C, align(64))]
 pub(crate) struct CpuSlot {
-    caches: UnsafeCell<CpuCaches>,
+    /// `OPEN`, `BUSY` or `CLOSED`: see the module documentation.
+    state: AtomicU8,
+    classes: [ClassSlot; NUM_CLASSES],
     counters: CpuCounters,
 }
 
-// SAFETY: the caches, the only part that is not `Sync`, are reached only
-// through `CpuSlot::enter`, whose contract lets exactly one thread (the
-// slot's CPU, interrupts masked) use them at a time; the counters are atomics.
+// SAFETY: the magazines, the only part that is not `Sync`, are reached only
+// through a `SlotUser`, of which at most one exists per slot at a time (see
+// `try_use`); everything else is atomics.
 unsafe impl Sync for CpuSlot {}
 // SAFETY: the magazines hold pointers to free objects the heap owns;
 // moving the slot (with its heap) moves that ownership along.
@@ -151,79 +187,167 @@ unsafe impl Send for CpuSlot {}
 impl CpuSlot {
     pub(crate) const fn new() -> Self {
         Self {
-            caches: UnsafeCell::new(CpuCaches {
-                classes: [const { ClassCache::new() }; NUM_CLASSES],
-            }),
+            state: AtomicU8::new(OPEN),
+            classes: [const { ClassSlot::new() }; NUM_CLASSES],
             counters: CpuCounters::new(),
         }
     }
 
-    /// The counters, for reading by anyone.
+    /// The slow-path counters, for reading by anyone (and writing as their
+    /// documentation says).
+    #[inline]
     pub(crate) fn counters(&self) -> &CpuCounters {
         &self.counters
     }
 
-    /// Enters this slot as its CPU: the caches, for as long as `irqs` (kept
-    /// inside the result) holds interrupts off.
+    /// Becomes the slot's one user, or `None` if it is in use (an interrupt
+    /// handler running inside a heap operation of the code it interrupted)
+    /// or closed (locked mode).
     ///
     /// # Safety
-    /// `index` must be the running CPU's index and this slot its slot, `irqs`
-    /// a live guard from `Platform::mask_irqs` on this CPU (so nothing else
-    /// runs on it until the result is dropped), and no other [`LocalCpu`]
-    /// of this slot may be alive.
+    /// The caller must run on CPU `cpu`, whose slot this is, and not move to
+    /// another CPU before the result is dropped; every piece of code that
+    /// calls this for the slot must either run on its CPU, or run while no
+    /// code runs on that CPU (a test thread standing for it). Code that
+    /// interrupts the caller must finish before the caller continues.
     #[inline]
-    pub(crate) unsafe fn enter<G>(&self, index: usize, irqs: G) -> LocalCpu<'_, G> {
-        LocalCpu {
-            index,
-            // SAFETY: by the contract above this is the only reference to
-            // the caches until the `LocalCpu` (which keeps interrupts off)
-            // is dropped: other CPUs use their own slots, and nothing else
-            // runs on this CPU meanwhile.
-            caches: unsafe { &mut *self.caches.get() },
-            counters: &self.counters,
-            _irqs: irqs,
+    pub(crate) unsafe fn try_use(&self, cpu: usize) -> Option<SlotUser<'_>> {
+        // A plain load and store, not a compare-exchange: by the contract
+        // only code on this CPU competes for the slot, and an interrupt
+        // landing between the two restores `OPEN` before we continue.
+        if self.state.load(Ordering::Relaxed) != OPEN {
+            return None;
         }
+        self.state.store(BUSY, Ordering::Relaxed);
+        // Keep the compiler from moving magazine accesses above the store
+        // (an interrupt handler reads `state` on this CPU).
+        compiler_fence(Ordering::SeqCst);
+        Some(SlotUser { slot: self, cpu })
+    }
+
+    /// Opens or closes the magazines for good (locked mode closes them).
+    /// Only at boot, while no CPU uses the slot.
+    pub(crate) fn set_closed(&self, closed: bool) {
+        self.state.store(if closed { CLOSED } else { OPEN }, Ordering::Relaxed);
+    }
+
+    /// Whether the slot is in use right now (for reports).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == BUSY
+    }
+
+    /// The CPU's figures. Other CPUs' counters are read as they are
+    /// (Relaxed), so a snapshot of a running CPU is approximate.
+    pub(crate) fn snapshot(&self, cpu: usize) -> CpuStats {
+        let mut stats = CpuStats::empty(cpu);
+        for (i, (class_slot, counters)) in
+            self.classes.iter().zip(&self.counters.classes).enumerate()
+        {
+            let class = SizeClass::ALL[i];
+            let cache_allocs = class_slot.cache_allocs.get();
+            let cache_frees = class_slot.cache_frees.get();
+            let refills = counters.refills.get();
+            let flushes = counters.flushes.get();
+            // Objects in = refilled + freed into the cache; out = allocated
+            // from it + flushed. Read one by one while the CPU runs, so
+            // clamp at zero.
+            let cached = (counters.refilled_objects.get() + cache_frees)
+                .saturating_sub(cache_allocs + counters.flushed_objects.get());
+            stats.classes[i] = ClassStats {
+                allocs: cache_allocs + counters.uncached_allocs.get(),
+                frees: cache_frees + counters.uncached_frees.get(),
+                cache_hits: (cache_allocs + cache_frees).saturating_sub(refills + flushes),
+                refills,
+                flushes,
+                cross_cpu_frees: counters.cross_cpu_frees.get(),
+                cached_bytes: cached * class.size() as u64,
+            };
+        }
+        self.counters.snapshot_into(&mut stats);
+        stats
     }
 }
 
-/// Being on CPU `index` with interrupts masked: access to its caches.
-pub(crate) struct LocalCpu<'h, G> {
-    index: usize,
-    caches: &'h mut CpuCaches,
-    counters: &'h CpuCounters,
-    /// Keeps interrupts masked; dropped last.
-    _irqs: G,
-}
-
-impl<G> LocalCpu<'_, G> {
-    /// The caches, and the proof of being on this CPU with interrupts
-    /// masked (needed to take the global lock), borrowed together.
-    #[inline]
-    pub(crate) fn parts(&mut self) -> (&mut CpuCaches, Masked<'_>) {
-        let masked = Masked { cpu: self.index, counters: self.counters };
-        (&mut *self.caches, masked)
-    }
-}
-
-/// Proof, for as long as it lives, of running on CPU `cpu` with interrupts
-/// masked; carries that CPU's counters. Only [`LocalCpu::parts`] makes one.
-#[derive(Clone, Copy)]
-pub(crate) struct Masked<'a> {
+/// Being the one user of a CPU's slot (state `BUSY`): access to its
+/// magazines. Dropping it opens the slot again.
+pub(crate) struct SlotUser<'h> {
+    slot: &'h CpuSlot,
     cpu: usize,
-    counters: &'a CpuCounters,
 }
 
-impl<'a> Masked<'a> {
-    /// The running CPU's index.
+impl<'h> SlotUser<'h> {
+    /// The CPU whose slot this is.
     #[inline]
-    pub(crate) fn cpu(self) -> usize {
+    pub(crate) fn cpu(&self) -> usize {
         self.cpu
     }
 
-    /// The running CPU's counters (its to write).
+    /// The slow-path counters of this CPU (this user may write those the
+    /// counters' documentation gives to the slot's user).
     #[inline]
-    pub(crate) fn counters(self) -> &'a CpuCounters {
-        self.counters
+    pub(crate) fn counters(&self) -> &'h CpuCounters {
+        &self.slot.counters
+    }
+
+    /// The cache of `class`.
+    #[inline]
+    pub(crate) fn cache(&mut self, class: SizeClass) -> &mut ClassCache {
+        // SAFETY: this `SlotUser` is the slot's only user (`try_use`), and
+        // `&mut self` makes this the only reference it hands out now.
+        unsafe { &mut *self.slot.classes[class.index()].cache.get() }
+    }
+
+    /// The fast path of an allocation: an object from the loaded magazine,
+    /// counted; `None` when the magazine is empty.
+    #[inline(always)]
+    pub(crate) fn pop_loaded(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
+        let class_slot = &self.slot.classes[class.index()];
+        // SAFETY: this `SlotUser` is the slot's only user (`try_use`), and
+        // `&mut self` makes this the only reference to the cache now.
+        let cache = unsafe { &mut *class_slot.cache.get() };
+        let object = cache.loaded.pop()?;
+        class_slot.cache_allocs.add(1);
+        Some(object)
+    }
+
+    /// The fast path of a free of one of this CPU's objects: into the loaded
+    /// magazine if it has room, counted. Returns whether it did.
+    ///
+    /// # Safety
+    /// `object` must be a free object of `class` carved from this CPU's
+    /// slabs, handed over to the cache.
+    #[inline(always)]
+    pub(crate) unsafe fn push_loaded(&mut self, class: SizeClass, object: NonNull<u8>) -> bool {
+        let class_slot = &self.slot.classes[class.index()];
+        // SAFETY: as in `pop_loaded`.
+        let cache = unsafe { &mut *class_slot.cache.get() };
+        if cache.loaded.len() >= class.magazine_capacity() {
+            return false;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { cache.loaded.push(object) };
+        class_slot.cache_frees.add(1);
+        true
+    }
+
+    /// Counts an allocation from the cache made by the slow path.
+    pub(crate) fn count_cache_alloc(&self, class: SizeClass) {
+        self.slot.classes[class.index()].cache_allocs.add(1);
+    }
+
+    /// Counts a free into the cache made by the slow path.
+    pub(crate) fn count_cache_free(&self, class: SizeClass) {
+        self.slot.classes[class.index()].cache_frees.add(1);
+    }
+}
+
+impl Drop for SlotUser<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // Every magazine access stays before the store that lets an
+        // interrupt handler in.
+        compiler_fence(Ordering::SeqCst);
+        self.slot.state.store(OPEN, Ordering::Relaxed);
     }
 }
 

@@ -1,9 +1,11 @@
 //! `SlabHeap`: the allocator the kernel makes its `#[global_allocator]`
-//! from. Small requests go through the running CPU's cache (no lock, no
-//! atomic read-modify-write); misses refill or flush a whole magazine under
-//! the global lock; large requests, and every request in `locked` mode, go
-//! to the backend under that lock. Also: draining, reclaim on out-of-memory,
-//! the mode switch and statistics.
+//! from. Small requests go through the running CPU's cache: no lock, no
+//! atomic read-modify-write and no interrupt masking on the fast path (the
+//! slot's `BUSY` byte keeps interrupt handlers out, `cpu_cache`); misses
+//! refill or flush a whole magazine under the global lock; large requests,
+//! and every request in `locked` mode, go to the backend under that lock.
+//! Also: draining, reclaim on out-of-memory, the mode switch, lock tracing
+//! and statistics.
 
 use core::alloc::Layout;
 use core::fmt;
@@ -12,13 +14,14 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use crate::backend::Backend;
 use crate::central::{Central, HeapUsage};
-use crate::cpu_cache::{CpuCaches, CpuSlot, FreeOutcome, LocalCpu, Masked};
+use crate::cpu_cache::{CpuSlot, FreeOutcome, SlotUser};
 use crate::lock::{SpinGuard, SpinLock};
+use crate::magazine::Magazine;
 use crate::mode::{Mode, ModeLocked};
 use crate::platform::{MAX_CPUS, Platform};
 use crate::size_class::SizeClass;
 use crate::slab::SlabRef;
-use crate::stats::{CpuStats, HeapStats, LockCounters};
+use crate::stats::{CpuCounters, CpuStats, HeapStats, LockCounters};
 use crate::sync::const_unless_loom;
 
 /// The kernel heap: per-CPU slab caches in front of backend `B` (mode
@@ -73,15 +76,19 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// other CPUs allocate: a CPU allocating meanwhile may still use the
     /// old mode.
     pub fn set_mode(&self, mode: Mode) -> Result<(), ModeLocked> {
-        let mut local = self.enter_cpu();
-        let (_, masked) = local.parts();
-        let central = self.lock_central(masked);
+        let masked = self.mask_irqs();
+        let central = self.lock_central(&masked);
         let current = self.mode();
         if current != mode {
             if central.usage().used_bytes != 0 {
                 return Err(ModeLocked { current });
             }
             self.mode.store(mode as u8, Relaxed);
+            // Locked mode closes every CPU's magazines, so the fast paths
+            // fall through to the backend without reading the mode.
+            for slot in &self.cpus {
+                slot.set_closed(mode == Mode::Locked);
+            }
         }
         Ok(())
     }
@@ -90,9 +97,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// for boot-time setup such as `linked_list_allocator::Heap::init`, or
     /// inspection. `f` must not use this heap.
     pub fn with_backend<R>(&self, f: impl FnOnce(&mut B) -> R) -> R {
-        let mut local = self.enter_cpu();
-        let (_, masked) = local.parts();
-        let mut central = self.lock_central(masked);
+        let masked = self.mask_irqs();
+        let mut central = self.lock_central(&masked);
         f(central.backend_mut())
     }
 
@@ -104,11 +110,15 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// byte.
     #[inline]
     pub fn alloc(&self, layout: Layout) -> *mut u8 {
-        if let Some(block) = self.try_alloc(layout) {
-            return block.as_ptr();
+        // The fast path: a common layout, this CPU's slot free to use, an
+        // object in the loaded magazine. Everything else is `alloc_slow`.
+        if let Some(class) = SizeClass::for_common_layout(layout)
+            && let Some(mut user) = self.use_this_cpu()
+            && let Some(object) = user.pop_loaded(class)
+        {
+            return object.as_ptr();
         }
-        self.reclaim();
-        self.try_alloc(layout).map_or(ptr::null_mut(), NonNull::as_ptr)
+        self.alloc_slow(layout)
     }
 
     /// Frees a block.
@@ -120,34 +130,28 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// # Safety
     /// `ptr` must have been returned by [`alloc`](Self::alloc) or
     /// [`realloc`](Self::realloc) of this heap for `layout` (for `realloc`,
-    /// the layout with the new size), and not freed since. Null is ignored.
+    /// the layout with the new size), and not freed since.
     #[inline]
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some(block) = NonNull::new(ptr) else {
-            return;
-        };
-        let class = SizeClass::for_layout(layout);
-        let mut local = self.enter_cpu();
-        let (caches, masked) = local.parts();
-        match class {
-            Some(class) if self.mode() == Mode::Slab => {
-                // SAFETY: forwarded from the caller: a live block of ours
-                // whose layout maps to `class`, so slab mode carved it from
-                // a slab of `class`.
-                unsafe { self.free_small(caches, masked, block, class) }
-            }
-            _ => {
-                // SAFETY: forwarded from the caller: in locked mode, or for
-                // a layout with no class, `alloc` took the block from the
-                // backend with exactly this layout.
-                unsafe { self.lock_central(masked).deallocate(block, layout) };
-                let counters = masked.counters();
-                match class {
-                    Some(class) => counters.classes[class.index()].frees.add(1),
-                    None => counters.large_frees.add(1),
-                }
+        // The fast path: a common layout, this CPU's slot free to use, the
+        // object one of this CPU's, room in the loaded magazine.
+        if let Some(class) = SizeClass::for_common_layout(layout)
+            && let Some(mut user) = self.use_this_cpu()
+        {
+            // SAFETY: forwarded from the caller: a live block of ours of a
+            // layout that maps to `class`; the slot is not closed, so the
+            // heap is in slab mode, which carved it from a slab of `class`
+            // (never null).
+            let object = unsafe { NonNull::new_unchecked(ptr) };
+            // SAFETY: as above: its slab is live while it is outstanding.
+            let owner = unsafe { SlabRef::containing(object, class) }.owner();
+            // SAFETY: one of this CPU's objects of `class`, handed back.
+            if usize::from(owner) == user.cpu() && unsafe { user.push_loaded(class, object) } {
+                return;
             }
         }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.dealloc_slow(ptr, layout) }
     }
 
     /// Resizes a block to `new_size` (same alignment), moving it if needed;
@@ -183,24 +187,34 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// emptied slabs back to the backend), under one lock acquisition. The
     /// kernel calls it in its reclaim IPI handler; on the host, each thread
     /// standing for a CPU calls it to drain that CPU.
-    pub fn drain_local_cpu(&self) {
-        let mut local = self.enter_cpu();
-        let (caches, masked) = local.parts();
-        if caches.classes.iter().all(|cache| cache.cached_objects() == 0) {
-            return;
+    ///
+    /// Returns `false` if it could not, because it interrupted a heap
+    /// operation on this CPU (which is using the caches): call it again
+    /// once that has finished (the reclaim handshake re-sends its IPI).
+    pub fn drain_local_cpu(&self) -> bool {
+        let cpu = self.platform.current_cpu();
+        let slot = self.slot(cpu);
+        // SAFETY: we run on `cpu` (Platform contract), and this slot is its.
+        let Some(mut user) = (unsafe { slot.try_use(cpu) }) else {
+            // Closed (locked mode) holds nothing; busy cannot be drained now.
+            return !slot.is_busy();
+        };
+        if SizeClass::ALL.iter().all(|&class| user.cache(class).cached_objects() == 0) {
+            return true;
         }
-        let mut central = self.lock_central(masked);
-        for ((cache, counters), class) in
-            caches.classes.iter_mut().zip(&masked.counters().classes).zip(SizeClass::ALL)
-        {
-            for magazine in cache.take_all() {
+        let masked = self.mask_irqs();
+        let mut central = self.lock_central(&masked);
+        for class in SizeClass::ALL {
+            for magazine in user.cache(class).take_all() {
+                let objects = magazine.len() as u64;
                 // SAFETY: cached objects are free objects of `class` that
                 // came out of `refill_from_slabs` (ours) or were freed to
                 // this CPU (another CPU's), owned by the cache alone.
                 unsafe { central.flush_to_slabs(class, magazine) };
+                user.counters().classes[class.index()].flushed_objects.add(objects);
             }
-            counters.cached_objects.set(0);
         }
+        true
     }
 
     /// What the heap does when the backend is out of memory: drains this
@@ -223,9 +237,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// The backend's usage now.
     pub fn usage(&self) -> HeapUsage {
-        let mut local = self.enter_cpu();
-        let (_, masked) = local.parts();
-        self.lock_central(masked).usage()
+        let masked = self.mask_irqs();
+        self.lock_central(&masked).usage()
     }
 
     /// A snapshot of every online CPU's figures and the backend's usage.
@@ -234,14 +247,14 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     pub fn stats(&self) -> HeapStats {
         let mut stats = HeapStats::new(self.mode(), self.usage(), self.platform.cpu_count());
         for (cpu, slot) in self.cpus.iter().enumerate().take(stats.cpus) {
-            stats.record_cpu(slot.counters().snapshot(cpu).summary());
+            stats.record_cpu(slot.snapshot(cpu).summary());
         }
         stats
     }
 
     /// One CPU's figures, per size class (`None` past `MAX_CPUS`).
     pub fn cpu_stats(&self, cpu: usize) -> Option<CpuStats> {
-        Some(self.cpus.get(cpu)?.counters().snapshot(cpu))
+        Some(self.cpus.get(cpu)?.snapshot(cpu))
     }
 
     /// The readable report: [`HeapStats`]'s table, then each online CPU's
@@ -257,58 +270,128 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         Ok(())
     }
 
-    /// One attempt at `alloc`, without reclaiming.
-    #[inline]
-    fn try_alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
+    /// This CPU's slot, to use its magazines; `None` if it is busy (we are
+    /// an interrupt handler inside a heap operation of the code we
+    /// interrupted) or closed (locked mode).
+    #[inline(always)]
+    fn use_this_cpu(&self) -> Option<SlotUser<'_>> {
+        let cpu = self.platform.current_cpu();
+        // SAFETY: `Platform` promises `cpu` is the running CPU's index,
+        // that the caller stays on it for the whole heap call, and that code
+        // interrupting it finishes first: `try_use`'s contract.
+        unsafe { self.slot(cpu).try_use(cpu) }
+    }
+
+    /// CPU `cpu`'s slot.
+    #[inline(always)]
+    fn slot(&self, cpu: usize) -> &CpuSlot {
+        debug_assert!(cpu < MAX_CPUS);
+        // SAFETY: `Platform::current_cpu`, where every index given here
+        // comes from, returns indices below `MAX_CPUS`, the array's length.
+        unsafe { self.cpus.get_unchecked(cpu) }
+    }
+
+    /// Everything `alloc`'s fast path does not do: a refill, an uncommon
+    /// layout, a large block, locked mode, a busy slot, out of memory.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        if let Some(block) = self.try_alloc_slow(layout) {
+            return block.as_ptr();
+        }
+        self.reclaim();
+        self.try_alloc_slow(layout).map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    /// One attempt at `alloc_slow`, without reclaiming.
+    fn try_alloc_slow(&self, layout: Layout) -> Option<NonNull<u8>> {
         let class = SizeClass::for_layout(layout);
-        let mut local = self.enter_cpu();
-        let (caches, masked) = local.parts();
         match class {
-            Some(class) if self.mode() == Mode::Slab => self.alloc_small(caches, masked, class),
+            Some(class) if self.mode() == Mode::Slab => match self.use_this_cpu() {
+                Some(mut user) => self.alloc_cached(&mut user, class),
+                None => {
+                    // Busy slot: one object straight from a slab.
+                    let masked = self.mask_irqs();
+                    let mut one = Magazine::new();
+                    self.lock_central(&masked).refill_from_slabs(masked.cpu, class, &mut one, 1);
+                    let object = one.pop()?;
+                    masked.counters.classes[class.index()].uncached_allocs.add(1);
+                    Some(object)
+                }
+            },
             _ => {
-                let block = self.lock_central(masked).allocate(layout).ok()?;
-                let counters = masked.counters();
+                let masked = self.mask_irqs();
+                let block = self.lock_central(&masked).allocate(layout).ok()?;
                 match class {
-                    Some(class) => counters.classes[class.index()].allocs.add(1),
-                    None => counters.large_allocs.add(1),
+                    Some(class) => masked.counters.classes[class.index()].uncached_allocs.add(1),
+                    None => masked.counters.large_allocs.add(1),
                 }
                 Some(block)
             }
         }
     }
 
-    /// The fast path, and the refill when it misses.
-    #[inline]
-    fn alloc_small(
-        &self,
-        caches: &mut CpuCaches,
-        masked: Masked<'_>,
-        class: SizeClass,
-    ) -> Option<NonNull<u8>> {
-        let cache = &mut caches.classes[class.index()];
-        let counters = &masked.counters().classes[class.index()];
-        let object = match cache.pop(class) {
-            Some(object) => {
-                counters.cache_hits.add(1);
-                object
-            }
-            None => {
-                self.lock_central(masked).refill_from_slabs(
-                    masked.cpu(),
-                    class,
-                    cache.magazine_to_refill(),
-                );
-                // Out of memory leaves the magazine partly filled or empty.
-                let object = cache.pop(class);
-                counters.cached_objects.set(cache.cached_objects() as u64);
-                let object = object?;
-                counters.refills.add(1);
-                object
-            }
-        };
-        counters.allocs.add(1);
-        counters.cached_objects.set(cache.cached_objects() as u64);
+    /// An object of `class` from the cache, refilling it under the lock if
+    /// it is empty.
+    fn alloc_cached(&self, user: &mut SlotUser<'_>, class: SizeClass) -> Option<NonNull<u8>> {
+        if let Some(object) = user.cache(class).pop(class) {
+            user.count_cache_alloc(class);
+            return Some(object);
+        }
+        let masked = self.mask_irqs();
+        let capacity = class.magazine_capacity();
+        let magazine = user.cache(class).magazine_to_refill();
+        self.lock_central(&masked).refill_from_slabs(masked.cpu, class, magazine, capacity);
+        let refilled = magazine.len() as u64;
+        // Out of memory leaves the magazine partly filled or empty.
+        let object = magazine.pop()?;
+        let counters = &user.counters().classes[class.index()];
+        counters.refilled_objects.add(refilled);
+        counters.refills.add(1);
+        user.count_cache_alloc(class);
         Some(object)
+    }
+
+    /// Everything `dealloc`'s fast path does not do.
+    ///
+    /// # Safety
+    /// As [`dealloc`](Self::dealloc).
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+        let Some(block) = NonNull::new(ptr) else {
+            return;
+        };
+        let class = SizeClass::for_layout(layout);
+        match class {
+            Some(class) if self.mode() == Mode::Slab => match self.use_this_cpu() {
+                // SAFETY: forwarded from the caller: a live block of ours
+                // whose layout maps to `class`, so slab mode carved it from
+                // a slab of `class`.
+                Some(mut user) => unsafe { self.free_cached(&mut user, block, class) },
+                None => {
+                    // Busy slot: straight back to its slab.
+                    let masked = self.mask_irqs();
+                    let mut one = Magazine::new();
+                    // SAFETY: as above; the magazine owns it now.
+                    unsafe { one.push(block) };
+                    // SAFETY: a free object of `class` from this heap's slabs.
+                    unsafe { self.lock_central(&masked).flush_to_slabs(class, one) };
+                    masked.counters.classes[class.index()].uncached_frees.add(1);
+                }
+            },
+            _ => {
+                let masked = self.mask_irqs();
+                // SAFETY: forwarded from the caller: in locked mode, or for
+                // a layout with no class, `alloc` took the block from the
+                // backend with exactly this layout.
+                unsafe { self.lock_central(&masked).deallocate(block, layout) };
+                match class {
+                    Some(class) => masked.counters.classes[class.index()].uncached_frees.add(1),
+                    None => masked.counters.large_frees.add(1),
+                }
+            }
+        }
     }
 
     /// Frees a small object into this CPU's cache, flushing a batch under
@@ -317,64 +400,48 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// # Safety
     /// `object` must be a live object of `class` handed out by this heap in
     /// slab mode, handed back now.
-    #[inline]
-    unsafe fn free_small(
-        &self,
-        caches: &mut CpuCaches,
-        masked: Masked<'_>,
-        object: NonNull<u8>,
-        class: SizeClass,
-    ) {
+    unsafe fn free_cached(&self, user: &mut SlotUser<'_>, object: NonNull<u8>, class: SizeClass) {
         // SAFETY: forwarded from the caller: the object is outstanding, so
         // its slab is live.
-        let owner = unsafe { SlabRef::containing(object, class) }.identity().owner;
-        let cache = &mut caches.classes[class.index()];
-        let counters = &masked.counters().classes[class.index()];
-        let outcome = if usize::from(owner) == masked.cpu() {
+        let owner = unsafe { SlabRef::containing(object, class) }.owner();
+        let counters = &user.counters().classes[class.index()];
+        let outcome = if usize::from(owner) == user.cpu() {
             // SAFETY: forwarded from the caller; the object is this CPU's.
-            unsafe { cache.free_local(class, object) }
+            unsafe { user.cache(class).free_local(class, object) }
         } else {
             counters.cross_cpu_frees.add(1);
             // SAFETY: forwarded from the caller; the object is another CPU's.
-            unsafe { cache.free_remote(class, object) }
+            unsafe { user.cache(class).free_remote(class, object) }
         };
-        match outcome {
-            FreeOutcome::Cached => counters.cache_hits.add(1),
-            FreeOutcome::Flush(magazine) => {
-                // SAFETY: a full magazine of free objects of `class` that
-                // came out of this heap's slabs, now owned by nobody else.
-                unsafe { self.lock_central(masked).flush_to_slabs(class, magazine) };
-                counters.flushes.add(1);
-            }
+        user.count_cache_free(class);
+        if let FreeOutcome::Flush(magazine) = outcome {
+            let objects = magazine.len() as u64;
+            let masked = self.mask_irqs();
+            // SAFETY: a full magazine of free objects of `class` that came
+            // out of this heap's slabs, now owned by nobody else.
+            unsafe { self.lock_central(&masked).flush_to_slabs(class, magazine) };
+            counters.flushes.add(1);
+            counters.flushed_objects.add(objects);
         }
-        counters.frees.add(1);
-        counters.cached_objects.set(cache.cached_objects() as u64);
     }
 
-    /// The one way into a CPU's slot: masks interrupts, then finds the
-    /// running CPU (which cannot change until the guard is dropped).
+    /// Masks interrupts on the running CPU: what taking the global lock
+    /// needs (an interrupt handler on this CPU must never spin on a lock
+    /// this CPU holds).
     #[inline]
-    fn enter_cpu(&self) -> LocalCpu<'_, P::IrqGuard> {
+    fn mask_irqs(&self) -> Masked<'_, P::IrqGuard> {
         let irqs = self.platform.mask_irqs();
         let cpu = self.platform.current_cpu();
-        let slot = &self.cpus[cpu];
-        // SAFETY: `Platform`'s contract: with `irqs` alive this thread stays
-        // on CPU `cpu`, which no other running thread reports, and nothing
-        // else runs on it; so the slot is used by this call alone. No other
-        // `LocalCpu` of this slot is alive: every public entry point makes
-        // exactly one and calls nothing that re-enters the heap while it
-        // lives (Backend and Platform promise not to allocate; the reclaim
-        // callback runs only after the entry's `LocalCpu` is dropped).
-        unsafe { slot.enter(cpu, irqs) }
+        Masked { cpu, counters: self.slot(cpu).counters(), _irqs: irqs }
     }
 
     /// Takes the global lock as `masked`'s CPU: a `try_lock` first, whose
     /// failure counts as contention, then spinning, timed.
     #[inline]
-    fn lock_central<'a>(&'a self, masked: Masked<'a>) -> CentralGuard<'a, B, P> {
-        let counters = &masked.counters().lock;
-        let guard = match self.central.try_lock() {
-            Some(guard) => guard,
+    fn lock_central<'a, G>(&'a self, masked: &'a Masked<'a, G>) -> CentralGuard<'a, B, P> {
+        let counters = &masked.counters.lock;
+        let (guard, wait_start) = match self.central.try_lock() {
+            Some(guard) => (guard, None),
             None => {
                 let started = self.platform.timestamp();
                 let guard = self.central.lock();
@@ -382,19 +449,30 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 counters.contended.add(1);
                 counters.wait_cycles.add(waited);
                 counters.max_wait_cycles.raise_to(waited);
-                guard
+                (guard, Some(started))
             }
         };
         counters.acquisitions.add(1);
-        self.lock_holder.store(masked.cpu(), Relaxed);
+        self.lock_holder.store(masked.cpu, Relaxed);
+        let acquired_at = self.platform.timestamp();
         CentralGuard {
             guard,
             holder: &self.lock_holder,
             platform: &self.platform,
+            cpu: masked.cpu,
             counters,
-            acquired_at: self.platform.timestamp(),
+            wait_start: wait_start.unwrap_or(acquired_at),
+            acquired_at,
         }
     }
+}
+
+/// Being on CPU `cpu` with interrupts masked (until dropped), with that
+/// CPU's counters: what taking the global lock needs.
+struct Masked<'h, G> {
+    cpu: usize,
+    counters: &'h CpuCounters,
+    _irqs: G,
 }
 
 /// The global lock held, timing how long for the holding CPU's counters.
@@ -402,7 +480,9 @@ struct CentralGuard<'a, B, P: Platform> {
     guard: SpinGuard<'a, Central<B>>,
     holder: &'a AtomicUsize,
     platform: &'a P,
+    cpu: usize,
     counters: &'a LockCounters,
+    wait_start: u64,
     acquired_at: u64,
 }
 
@@ -422,9 +502,10 @@ impl<B, P: Platform> core::ops::DerefMut for CentralGuard<'_, B, P> {
 
 impl<B, P: Platform> Drop for CentralGuard<'_, B, P> {
     fn drop(&mut self) {
-        let held = self.platform.timestamp().saturating_sub(self.acquired_at);
-        self.counters.hold_cycles.add(held);
+        let released_at = self.platform.timestamp();
+        self.counters.hold_cycles.add(released_at.saturating_sub(self.acquired_at));
         self.holder.store(NO_HOLDER, Relaxed);
+        self.platform.lock_released(self.cpu, self.wait_start, self.acquired_at, released_at);
         // `guard` is dropped (unlocked) right after this.
     }
 }

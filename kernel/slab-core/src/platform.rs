@@ -40,7 +40,9 @@ pub unsafe trait Platform: Sync {
 
     /// Asks every other online CPU to drain its caches (each calls
     /// `SlabHeap::drain_local_cpu` on itself, in the kernel from an IPI
-    /// handler) and returns once all of them did.
+    /// handler; a CPU whose drain returned `false`, because the IPI landed
+    /// inside one of its heap operations, must be asked again) and returns
+    /// once all of them did.
     ///
     /// The heap calls it, with interrupts enabled as the caller had them and
     /// no heap state borrowed, when the backend is out of memory.
@@ -48,5 +50,15 @@ pub unsafe trait Platform: Sync {
     /// itself asked to drain while it waits, or two CPUs reclaiming at the
     /// same time wait for each other forever. [`crate::ReclaimBroadcast`]
     /// implements the handshake.
-    fn reclaim_remote(&self, drain_this_cpu: &dyn Fn());
+    fn reclaim_remote(&self, drain_this_cpu: &dyn Fn() -> bool);
+
+    /// Told after each release of the global lock: by which CPU, when it
+    /// started waiting (`== acquired` when the first try got it), when it
+    /// got the lock and when it let go (`timestamp` values). The kernel
+    /// keeps the last few per CPU for its lock timeline (`trace=on`). Runs
+    /// with interrupts masked; must be short and must not use the heap.
+    #[inline(always)]
+    fn lock_released(&self, cpu: usize, wait_start: u64, acquired: u64, released: u64) {
+        let _ = (cpu, wait_start, acquired, released);
+    }
 }

@@ -13,6 +13,9 @@ use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use crate::platform::MAX_CPUS;
 use crate::sync::{AtomicU64, spin_loop};
 
+/// Spins of a waiting requester between two notifications.
+const RENOTIFY_SPINS: u32 = 1 << 14;
+
 /// One CPU's acknowledgement, on its own cache line.
 #[repr(align(64))]
 struct Acknowledged(AtomicU64);
@@ -56,14 +59,18 @@ impl<const CPUS: usize> ReclaimBroadcast<CPUS> {
 
     /// Handler side, run by `cpu` on itself (the kernel: in the reclaim IPI
     /// handler, interrupts masked): if a round is pending, runs `drain`
-    /// (`SlabHeap::drain_local_cpu`) and acknowledges every round up to the
-    /// newest one seen before draining. Returns whether it drained.
-    pub fn serve(&self, cpu: usize, drain: impl FnOnce()) -> bool {
+    /// (`SlabHeap::drain_local_cpu`) and, if that drained, acknowledges
+    /// every round up to the newest one seen before draining. Returns
+    /// whether it drained. A drain that could not (it interrupted a heap
+    /// operation) leaves the round pending; the requester asks again.
+    pub fn serve(&self, cpu: usize, drain: impl FnOnce() -> bool) -> bool {
         let round = self.requested.load(Acquire);
         if self.acknowledged[cpu].0.load(Relaxed) >= round {
             return false;
         }
-        drain();
+        if !drain() {
+            return false;
+        }
         // `fetch_max` keeps acknowledgements monotonic even if a nested
         // serve (an IPI during a serve from the wait loop) acked a newer
         // round first. Release: the drain happens-before the requester's
@@ -81,36 +88,52 @@ impl<const CPUS: usize> ReclaimBroadcast<CPUS> {
     }
 
     /// Requester side: spins until `round` is complete, serving rounds aimed
-    /// at `me` with `drain_this_cpu` meanwhile, and once more at the end.
+    /// at `me` with `drain_this_cpu` meanwhile, and once more at the end;
+    /// every `RENOTIFY_SPINS` spins it calls `notify_again` (the kernel
+    /// re-sends its IPI) for CPUs whose drain could not run yet.
     ///
     /// A round another CPU opens after this returns is served by `me`'s
     /// interrupt handler as usual: the kernel's IPI stays pending until
     /// `me` enables interrupts again (loom found that a requester which
     /// stops serving when its own round completes can leave a concurrent
     /// requester waiting forever).
-    pub fn wait(&self, round: u64, me: usize, cpu_count: usize, drain_this_cpu: &dyn Fn()) {
+    pub fn wait(
+        &self,
+        round: u64,
+        me: usize,
+        cpu_count: usize,
+        drain_this_cpu: &dyn Fn() -> bool,
+        notify_again: &dyn Fn(),
+    ) {
+        let mut spins = 0u32;
         loop {
             self.serve(me, drain_this_cpu);
             if self.is_complete(round, me, cpu_count) {
                 self.serve(me, drain_this_cpu);
                 return;
             }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(RENOTIFY_SPINS) {
+                notify_again();
+            }
             spin_loop();
         }
     }
 
     /// A whole `Platform::reclaim_remote`: opens a round, calls `notify`
-    /// (the kernel: send the reclaim IPI to every other CPU), and waits.
+    /// (the kernel: send the reclaim IPI to every other CPU), and waits,
+    /// calling `notify_again` now and then (see [`Self::wait`]).
     pub fn request_and_wait(
         &self,
         me: usize,
         cpu_count: usize,
         notify: impl FnOnce(),
-        drain_this_cpu: &dyn Fn(),
+        notify_again: &dyn Fn(),
+        drain_this_cpu: &dyn Fn() -> bool,
     ) {
         let round = self.request();
         notify();
-        self.wait(round, me, cpu_count, drain_this_cpu);
+        self.wait(round, me, cpu_count, drain_this_cpu, notify_again);
     }
 }
 
@@ -133,14 +156,20 @@ mod tests {
         assert!(broadcast.is_pending(1) && broadcast.is_pending(2));
         assert!(!broadcast.is_complete(round, 0, 3));
         let drains = Cell::new(0);
-        assert!(broadcast.serve(1, || drains.set(drains.get() + 1)));
-        assert!(!broadcast.serve(1, || drains.set(drains.get() + 1)), "served once");
+        let drain = || {
+            drains.set(drains.get() + 1);
+            true
+        };
+        assert!(broadcast.serve(1, drain));
+        assert!(!broadcast.serve(1, drain), "served once");
         assert!(!broadcast.is_complete(round, 0, 3));
-        broadcast.serve(2, || drains.set(drains.get() + 1));
+        assert!(!broadcast.serve(2, || false), "a drain that could not run");
+        assert!(!broadcast.is_complete(round, 0, 3), "leaves the round pending");
+        assert!(broadcast.serve(2, drain), "until it is served again");
         assert!(broadcast.is_complete(round, 0, 3));
         assert_eq!(drains.get(), 2);
         // The requester itself was asked too; waiting serves it.
-        broadcast.wait(round, 0, 3, &|| drains.set(drains.get() + 1));
+        broadcast.wait(round, 0, 3, &drain, &|| {});
         assert_eq!(drains.get(), 3);
     }
 }

@@ -87,6 +87,19 @@ impl SizeClass {
         Some(SizeClass(class as u8))
     }
 
+    /// The class serving `layout` when its alignment is at most 16 (the
+    /// common case: every class is 16-aligned), `None` otherwise or when it
+    /// is large: the fast paths' lookup, one table read.
+    /// [`for_layout`](Self::for_layout) gives the same class for every layout
+    /// this one serves.
+    #[inline(always)]
+    pub fn for_common_layout(layout: Layout) -> Option<SizeClass> {
+        if layout.align() > 1 << GRANULE_SHIFT || layout.size() > MAX_SMALL_SIZE {
+            return None;
+        }
+        Some(SizeClass(SIZE_LOOKUP[(layout.size() + (1 << GRANULE_SHIFT) - 1) >> GRANULE_SHIFT]))
+    }
+
     /// The class with this index, if there is one.
     pub const fn from_index(index: usize) -> Option<SizeClass> {
         if index < NUM_CLASSES { Some(SizeClass(index as u8)) } else { None }
@@ -95,6 +108,11 @@ impl SizeClass {
     /// Index into per-class tables, `0..NUM_CLASSES`.
     #[inline]
     pub const fn index(self) -> usize {
+        // SAFETY: a `SizeClass` is only made from an index below
+        // `NUM_CLASSES` (`ALL`, `from_index`, and the lookup table, whose
+        // entries are class indices); telling the compiler lets it drop the
+        // bounds checks of per-class tables on the fast path.
+        unsafe { core::hint::assert_unchecked((self.0 as usize) < NUM_CLASSES) };
         self.0 as usize
     }
 
@@ -115,6 +133,17 @@ impl SizeClass {
     /// so an object's slab header is found by masking the object's address).
     #[inline]
     pub const fn slab_bytes(self) -> usize {
+        !SLAB_ADDRESS_MASK[self.index()] + 1
+    }
+
+    /// The mask that turns an object's address into its slab's base address
+    /// (`!(slab_bytes - 1)`), from a table.
+    #[inline]
+    pub(crate) const fn slab_address_mask(self) -> usize {
+        SLAB_ADDRESS_MASK[self.index()]
+    }
+
+    const fn compute_slab_bytes(self) -> usize {
         match self.size() {
             0..=512 => 16 << 10,
             513..=1024 => 32 << 10,
@@ -138,6 +167,16 @@ impl SizeClass {
     /// [`MIN_BATCH`] (the batching bound) nor more than 64.
     #[inline]
     pub const fn magazine_capacity(self) -> usize {
+        MAGAZINE_CAPACITY[self.index()] as usize
+    }
+
+    /// The most bytes of this class one CPU caches: a loaded and a previous
+    /// magazine of its own objects plus an outbox of other CPUs' objects.
+    pub const fn max_cached_bytes_per_cpu(self) -> usize {
+        3 * self.magazine_capacity() * self.size()
+    }
+
+    const fn compute_magazine_capacity(self) -> usize {
         let by_bytes = 2048 / self.size();
         if by_bytes < MIN_BATCH {
             MIN_BATCH
@@ -147,13 +186,30 @@ impl SizeClass {
             by_bytes
         }
     }
-
-    /// The most bytes of this class one CPU caches: a loaded and a previous
-    /// magazine of its own objects plus an outbox of other CPUs' objects.
-    pub const fn max_cached_bytes_per_cpu(self) -> usize {
-        3 * self.magazine_capacity() * self.size()
-    }
 }
+
+/// `SizeClass::slab_address_mask` per class.
+const SLAB_ADDRESS_MASK: [usize; NUM_CLASSES] = {
+    let mut table = [0; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        table[i] = !(SizeClass(i as u8).compute_slab_bytes() - 1);
+        i += 1;
+    }
+    table
+};
+
+/// `SizeClass::magazine_capacity` per class, as a table (no division on
+/// the fast path).
+const MAGAZINE_CAPACITY: [u8; NUM_CLASSES] = {
+    let mut table = [0; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        table[i] = SizeClass(i as u8).compute_magazine_capacity() as u8;
+        i += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

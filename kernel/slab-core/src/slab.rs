@@ -89,11 +89,20 @@ impl SlabRef {
     /// live.
     #[inline]
     pub(crate) unsafe fn containing(object: NonNull<u8>, class: SizeClass) -> SlabRef {
-        let offset = object.addr().get() & (class.slab_bytes() - 1);
+        let offset = object.addr().get() & !class.slab_address_mask();
         // SAFETY: slabs are aligned to their size, so stepping back by the
         // offset within it lands on the slab's base, inside the same block;
         // the caller promises that block is a live slab.
         SlabRef(unsafe { object.byte_sub(offset) }.cast())
+    }
+
+    /// The CPU owning the slab; reads only that field of the identity (the
+    /// free fast path's one look at the header).
+    #[inline]
+    pub(crate) fn owner(self) -> u16 {
+        // SAFETY: as in `identity`: a live header whose identity is never
+        // written after the slab was published.
+        unsafe { (*self.0.as_ptr()).identity.owner }
     }
 
     /// The slab's base address (for giving it back to the backend).

@@ -12,8 +12,16 @@ use crate::mode::Mode;
 use crate::platform::MAX_CPUS;
 use crate::size_class::{NUM_CLASSES, SizeClass};
 
-/// A counter only its owning CPU writes (with interrupts masked, so the
-/// load + store pair cannot interleave with another writer), and anyone reads.
+/// A counter one writer at a time updates with a plain load + store (never a
+/// read-modify-write: only its CPU writes it, and the writers on that CPU
+/// never interleave, see below), and anyone reads.
+///
+/// Which code writes a counter decides why writers cannot interleave:
+/// - "slot user" counters are written only by the CPU slot's one user
+///   (`cpu_cache::SlotUser`); an interrupt handler cannot become a user
+///   while the interrupted code is one;
+/// - "masked" counters are written only with interrupts masked on the CPU,
+///   so no handler runs in between (handlers run masked too).
 #[derive(Debug)]
 pub(crate) struct Counter(AtomicU64);
 
@@ -28,11 +36,6 @@ impl Counter {
     }
 
     #[inline]
-    pub(crate) fn set(&self, value: u64) {
-        self.0.store(value, Relaxed);
-    }
-
-    #[inline]
     pub(crate) fn raise_to(&self, value: u64) {
         if value > self.0.load(Relaxed) {
             self.0.store(value, Relaxed);
@@ -44,33 +47,44 @@ impl Counter {
     }
 }
 
-/// One CPU's counters for one size class.
+/// One CPU's slow-path counters for one size class (the fast path's two,
+/// allocations and frees through the cache, sit beside the cache itself in
+/// `cpu_cache::ClassSlot`).
 #[derive(Debug)]
 pub(crate) struct ClassCounters {
-    pub(crate) allocs: Counter,
-    pub(crate) frees: Counter,
-    pub(crate) cache_hits: Counter,
+    /// Allocations that refilled the loaded magazine (slot user).
     pub(crate) refills: Counter,
+    /// Frees that flushed a magazine or the outbox (slot user).
     pub(crate) flushes: Counter,
+    /// Frees of another CPU's objects (slot user).
     pub(crate) cross_cpu_frees: Counter,
-    pub(crate) cached_objects: Counter,
+    /// Objects refills brought into the cache (slot user).
+    pub(crate) refilled_objects: Counter,
+    /// Objects flushes and drains took out of the cache (slot user).
+    pub(crate) flushed_objects: Counter,
+    /// Allocations of this class served by the backend, not the cache:
+    /// locked mode, or an interrupt handler that found the slot busy
+    /// (masked).
+    pub(crate) uncached_allocs: Counter,
+    /// Frees of this class straight to the backend or slab (masked).
+    pub(crate) uncached_frees: Counter,
 }
 
 impl ClassCounters {
     const fn new() -> Self {
         Self {
-            allocs: Counter::new(),
-            frees: Counter::new(),
-            cache_hits: Counter::new(),
             refills: Counter::new(),
             flushes: Counter::new(),
             cross_cpu_frees: Counter::new(),
-            cached_objects: Counter::new(),
+            refilled_objects: Counter::new(),
+            flushed_objects: Counter::new(),
+            uncached_allocs: Counter::new(),
+            uncached_frees: Counter::new(),
         }
     }
 }
 
-/// One CPU's record of its own acquisitions of the global lock.
+/// One CPU's record of its own acquisitions of the global lock (masked).
 #[derive(Debug)]
 pub(crate) struct LockCounters {
     pub(crate) acquisitions: Counter,
@@ -80,11 +94,13 @@ pub(crate) struct LockCounters {
     pub(crate) hold_cycles: Counter,
 }
 
-/// Everything one CPU counts.
+/// Everything one CPU counts off the fast path.
 #[derive(Debug)]
 pub(crate) struct CpuCounters {
     pub(crate) classes: [ClassCounters; NUM_CLASSES],
+    /// Allocations above the small classes (masked).
     pub(crate) large_allocs: Counter,
+    /// Frees above the small classes (masked).
     pub(crate) large_frees: Counter,
     pub(crate) lock: LockCounters,
 }
@@ -105,34 +121,17 @@ impl CpuCounters {
         }
     }
 
-    pub(crate) fn snapshot(&self, cpu: usize) -> CpuStats {
-        let mut classes = [ClassStats::default(); NUM_CLASSES];
-        for (stats, (counters, class)) in
-            classes.iter_mut().zip(self.classes.iter().zip(SizeClass::ALL))
-        {
-            *stats = ClassStats {
-                allocs: counters.allocs.get(),
-                frees: counters.frees.get(),
-                cache_hits: counters.cache_hits.get(),
-                refills: counters.refills.get(),
-                flushes: counters.flushes.get(),
-                cross_cpu_frees: counters.cross_cpu_frees.get(),
-                cached_bytes: counters.cached_objects.get() * class.size() as u64,
-            };
-        }
-        CpuStats {
-            cpu,
-            classes,
-            large_allocs: self.large_allocs.get(),
-            large_frees: self.large_frees.get(),
-            lock: LockStats {
-                acquisitions: self.lock.acquisitions.get(),
-                contended: self.lock.contended.get(),
-                wait_cycles: self.lock.wait_cycles.get(),
-                max_wait_cycles: self.lock.max_wait_cycles.get(),
-                hold_cycles: self.lock.hold_cycles.get(),
-            },
-        }
+    /// Fills in the figures that are not per class.
+    pub(crate) fn snapshot_into(&self, stats: &mut CpuStats) {
+        stats.large_allocs = self.large_allocs.get();
+        stats.large_frees = self.large_frees.get();
+        stats.lock = LockStats {
+            acquisitions: self.lock.acquisitions.get(),
+            contended: self.lock.contended.get(),
+            wait_cycles: self.lock.wait_cycles.get(),
+            max_wait_cycles: self.lock.max_wait_cycles.get(),
+            hold_cycles: self.lock.hold_cycles.get(),
+        };
     }
 }
 
@@ -196,6 +195,17 @@ pub struct CpuStats {
 }
 
 impl CpuStats {
+    /// All zero, for CPU `cpu`.
+    pub(crate) fn empty(cpu: usize) -> Self {
+        Self {
+            cpu,
+            classes: [ClassStats::default(); NUM_CLASSES],
+            large_allocs: 0,
+            large_frees: 0,
+            lock: LockStats::default(),
+        }
+    }
+
     /// The per-CPU line of `HeapStats`.
     pub fn summary(&self) -> CpuSummary {
         let mut summary = CpuSummary {
@@ -564,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn counters_add_set_and_raise() {
+    fn counters_add_and_raise() {
         let counter = Counter::new();
         counter.add(3);
         counter.add(4);
@@ -572,7 +582,6 @@ mod tests {
         counter.raise_to(5);
         assert_eq!(counter.get(), 7);
         counter.raise_to(9);
-        counter.set(2);
-        assert_eq!(counter.get(), 2);
+        assert_eq!(counter.get(), 9);
     }
 }

@@ -48,7 +48,7 @@ unsafe impl Platform for LoomPlatform {
         CLOCK.fetch_add(1, Relaxed)
     }
 
-    fn reclaim_remote(&self, _drain_this_cpu: &dyn Fn()) {}
+    fn reclaim_remote(&self, _drain_this_cpu: &dyn Fn() -> bool) {}
 }
 
 /// `loom::model` with a preemption bound unless `LOOM_MAX_PREEMPTIONS`
@@ -96,7 +96,8 @@ fn a_reclaim_round_sees_every_other_cpus_drain() {
         let mut servers = Vec::new();
         let drain_self = || {
             // SAFETY: only CPU 0 touches its cache.
-            caches[0].with_mut(|c| unsafe { *c = 0 })
+            caches[0].with_mut(|c| unsafe { *c = 0 });
+            true
         };
         broadcast.request_and_wait(
             0,
@@ -107,11 +108,15 @@ fn a_reclaim_round_sees_every_other_cpus_drain() {
                     let (broadcast, caches) = (broadcast.clone(), caches.clone());
                     servers.push(thread::spawn(move || {
                         // SAFETY: only CPU `cpu` touches its cache.
-                        let drain = || caches[cpu].with_mut(|c| unsafe { *c = 0 });
+                        let drain = || {
+                            caches[cpu].with_mut(|c| unsafe { *c = 0 });
+                            true
+                        };
                         assert!(broadcast.serve(cpu, drain), "the round is pending");
                     }));
                 }
             },
+            &|| {},
             &drain_self,
         );
         // Loom reports a causality violation here if a drain were not
@@ -137,8 +142,9 @@ fn two_cpus_reclaiming_at_once_both_finish() {
             thread::spawn(move || {
                 let drain = || {
                     drains.fetch_add(1, Ordering::Relaxed);
+                    true
                 };
-                broadcast.request_and_wait(1, 2, || {}, &drain);
+                broadcast.request_and_wait(1, 2, || {}, &|| {}, &drain);
                 // Back to work, interrupts enabled: a reclaim IPI that
                 // arrives now is still served.
                 while !done.load(Ordering::Acquire) {
@@ -149,8 +155,9 @@ fn two_cpus_reclaiming_at_once_both_finish() {
         };
         let drain = || {
             drains.fetch_add(1, Ordering::Relaxed);
+            true
         };
-        broadcast.request_and_wait(0, 2, || {}, &drain);
+        broadcast.request_and_wait(0, 2, || {}, &|| {}, &drain);
         done.store(true, Ordering::Release);
         other.join().unwrap();
         // Each served the other's round at least once.

@@ -5,6 +5,7 @@
 //! `docs/allocator.md` has the design.
 mod backend;
 mod global;
+pub mod lock_trace;
 mod platform;
 
 pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend};

@@ -14,13 +14,15 @@ pub struct KernelPlatform;
 static RECLAIM: ReclaimBroadcast = ReclaimBroadcast::new();
 
 // SAFETY:
-// 1. `IrqGuard` masks local interrupts until dropped and the kernel never
-//    preempts or migrates code, so the holder stays on its CPU and no
-//    allocating handler runs there meanwhile (the NMI handler never
-//    allocates).
+// 1. The kernel never preempts or migrates code: it has no scheduler, so
+//    code stays on its CPU, and an interrupt handler runs to its end before
+//    the code it interrupted goes on (handlers run with interrupts masked,
+//    so they do not nest; the NMI handler never allocates).
 // 2. `current_cpu` reads the index from the running CPU's own per-CPU block
 //    (GS), distinct per CPU and below `smp::MAX_CPUS` == `slab_core::MAX_CPUS`.
-// 3. No method allocates: they read GS, the TSC and atomics, and send IPIs.
+// 3. `IrqGuard` masks local interrupts until dropped.
+// 4. No method allocates: they read GS, the TSC and atomics, write the
+//    lock trace, and send IPIs.
 unsafe impl Platform for KernelPlatform {
     type IrqGuard = IrqGuard;
 
@@ -43,17 +45,26 @@ unsafe impl Platform for KernelPlatform {
         time::now()
     }
 
-    fn reclaim_remote(&self, drain_this_cpu: &dyn Fn()) {
+    fn reclaim_remote(&self, drain_this_cpu: &dyn Fn() -> bool) {
         let me = smp::current_cpu_index();
         let cpus = smp::online_cpus();
-        let notify = || {
+        // Again and again only to CPUs that have not drained yet (their IPI
+        // landed inside a heap operation).
+        let notify = |only_pending: bool| {
             smp::with_this_cpu(|this| {
                 for cpu in (0..cpus).filter(|&cpu| cpu != me) {
-                    apic::send_ipi(this, apic::RECLAIM_VECTOR, smp::cpu(cpu).lapic_id());
+                    if !only_pending || RECLAIM.is_pending(cpu) {
+                        apic::send_ipi(this, apic::RECLAIM_VECTOR, smp::cpu(cpu).lapic_id());
+                    }
                 }
             })
         };
-        RECLAIM.request_and_wait(me, cpus, notify, drain_this_cpu);
+        RECLAIM.request_and_wait(me, cpus, || notify(false), &|| notify(true), drain_this_cpu);
+    }
+
+    #[inline(always)]
+    fn lock_released(&self, cpu: usize, wait_start: u64, acquired: u64, released: u64) {
+        super::lock_trace::record(cpu, wait_start, acquired, released);
     }
 }
 

@@ -21,7 +21,7 @@ use core::{
 use crate::{
     ExitCode,
     boot::BootInfo,
-    heap::{self, HeapStats},
+    heap::{self, HeapStats, lock_trace},
     json::JsonStr,
     println,
     smp::{self, MAX_CPUS},
@@ -69,13 +69,37 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
             return ExitCode::Failure;
         }
     };
+    let trace = match boot.cmdline.get("trace") {
+        None | Some("off") => false,
+        Some("on") => true,
+        Some(other) => {
+            println!("bench: trace={other}: expected on or off");
+            return ExitCode::Failure;
+        }
+    };
+    // The workload's own cost, without the allocator, on this CPU alone.
+    let harness = (workload == "local").then(|| {
+        let run = local_harness(ops_per_cpu);
+        let mut batches = run.batch_cycles_per_op;
+        batches.sort_unstable_by(f64::total_cmp);
+        percentile(&batches, 50)
+    });
     smp::run_on_all_cpus(|cpu| body(cpu, (ops_per_cpu / WARMUP_DIVISOR).max(1)));
     let before = heap::stats();
+    if trace {
+        lock_trace::start();
+    }
     let runs = smp::run_on_all_cpus(|cpu| body(cpu, ops_per_cpu));
+    lock_trace::stop();
     let after = heap::stats();
-    let report = Report::new(workload, boot.allocator.name, &runs, &before, &after);
+    let mut report = Report::new(workload, boot.allocator.name, &runs, &before, &after);
+    report.harness_cycles_per_op = harness;
     report.print_table();
     report.print_record();
+    if trace {
+        let origin = runs.iter().map(|(_, run)| run.start).min().unwrap_or(0);
+        lock_trace::print(runs.len(), origin);
+    }
     ExitCode::Success
 }
 
@@ -108,27 +132,122 @@ fn timed_batches(ops: u64, mut batch: impl FnMut() -> u64) -> CpuRun {
 }
 
 fn local(_cpu: usize, ops: u64) -> CpuRun {
-    let mut objects: [(*mut u8, Layout); LOCAL_BATCH_OBJECTS] =
-        [(core::ptr::null_mut(), Layout::new::<u8>()); LOCAL_BATCH_OBJECTS];
-    let mut round = 0usize;
-    timed_batches(ops, || {
-        for (i, slot) in objects.iter_mut().enumerate() {
-            let size = LOCAL_SIZES[(i + round) % LOCAL_SIZES.len()];
-            let layout = Layout::from_size_align(size, 8).expect("small layout");
-            // SAFETY: the layout has a non-zero size.
-            let ptr = unsafe { alloc::alloc::alloc(layout) };
-            assert!(!ptr.is_null(), "bench local: allocation of {size} bytes failed");
-            // SAFETY: `ptr` is a fresh block of `size` >= 1 bytes.
-            unsafe { ptr.write(i as u8) };
-            *slot = (ptr, layout);
-        }
-        for (ptr, layout) in objects {
-            // SAFETY: allocated just above with `layout`, freed once.
-            unsafe { alloc::alloc::dealloc(ptr, layout) };
-        }
-        round += 1;
-        2 * LOCAL_BATCH_OBJECTS as u64
-    })
+    let mut objects = [core::ptr::null_mut(); LOCAL_BATCH_OBJECTS];
+    timed_batches(ops, || local_batch::<GlobalHeap>(&mut objects))
+}
+
+/// `local`'s loop with the allocator calls replaced by nothing (no-op
+/// "allocations" from a scratch buffer): what the workload itself costs.
+/// Run on one CPU before the timed run, for `harness_cycles_per_op`.
+fn local_harness(ops: u64) -> CpuRun {
+    let scratch = vec![0u8; LOCAL_SIZES[LOCAL_SIZES.len() - 1]];
+    SCRATCH.store(scratch.as_ptr().cast_mut(), Ordering::Relaxed);
+    let mut objects = [core::ptr::null_mut(); LOCAL_BATCH_OBJECTS];
+    let run = timed_batches(ops, || local_batch::<NoAllocator>(&mut objects));
+    SCRATCH.store(core::ptr::null_mut(), Ordering::Relaxed);
+    drop(scratch);
+    run
+}
+
+/// How `local` allocates: the kernel heap, or nothing (its harness cost).
+trait PairAllocator {
+    fn alloc(layout: Layout) -> *mut u8;
+    /// # Safety
+    /// `ptr` came from `alloc` with `layout` and is freed once.
+    unsafe fn free(ptr: *mut u8, layout: Layout);
+}
+
+/// The global allocator, through `alloc::alloc` as `Box` reaches it.
+struct GlobalHeap;
+
+impl PairAllocator for GlobalHeap {
+    #[inline(always)]
+    fn alloc(layout: Layout) -> *mut u8 {
+        // SAFETY: `local` uses only layouts of non-zero size.
+        unsafe { alloc::alloc::alloc(layout) }
+    }
+
+    #[inline(always)]
+    unsafe fn free(ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { alloc::alloc::dealloc(ptr, layout) }
+    }
+}
+
+/// No allocator: hands out the same scratch block every time, frees
+/// nothing; `black_box` keeps the compiler from dropping the loop.
+struct NoAllocator;
+
+/// `NoAllocator`'s block, big enough for `local`'s largest size.
+static SCRATCH: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+
+impl PairAllocator for NoAllocator {
+    #[inline(always)]
+    fn alloc(_layout: Layout) -> *mut u8 {
+        core::hint::black_box(SCRATCH.load(Ordering::Relaxed))
+    }
+
+    #[inline(always)]
+    unsafe fn free(ptr: *mut u8, layout: Layout) {
+        core::hint::black_box((ptr, layout));
+    }
+}
+
+/// One `local` batch: `LOCAL_BATCH_OBJECTS` objects, an equal share of each
+/// of `LOCAL_SIZES`, allocated, written, then freed. Each size is a
+/// compile-time constant at its call site, as for `Box<T>` and most kernel
+/// allocations. Returns the operations done.
+#[inline(always)]
+fn local_batch<A: PairAllocator>(objects: &mut [*mut u8; LOCAL_BATCH_OBJECTS]) -> u64 {
+    const PER_SIZE: usize = LOCAL_BATCH_OBJECTS / LOCAL_SIZES.len();
+    let [s0, s1, s2, s3, s4, s5, s6, s7] = objects.as_chunks_mut::<PER_SIZE>().0 else {
+        unreachable!("LOCAL_SIZES has 8 sizes")
+    };
+    alloc_sized::<A, { LOCAL_SIZES[0] }>(s0);
+    alloc_sized::<A, { LOCAL_SIZES[1] }>(s1);
+    alloc_sized::<A, { LOCAL_SIZES[2] }>(s2);
+    alloc_sized::<A, { LOCAL_SIZES[3] }>(s3);
+    alloc_sized::<A, { LOCAL_SIZES[4] }>(s4);
+    alloc_sized::<A, { LOCAL_SIZES[5] }>(s5);
+    alloc_sized::<A, { LOCAL_SIZES[6] }>(s6);
+    alloc_sized::<A, { LOCAL_SIZES[7] }>(s7);
+    free_sized::<A, { LOCAL_SIZES[0] }>(s0);
+    free_sized::<A, { LOCAL_SIZES[1] }>(s1);
+    free_sized::<A, { LOCAL_SIZES[2] }>(s2);
+    free_sized::<A, { LOCAL_SIZES[3] }>(s3);
+    free_sized::<A, { LOCAL_SIZES[4] }>(s4);
+    free_sized::<A, { LOCAL_SIZES[5] }>(s5);
+    free_sized::<A, { LOCAL_SIZES[6] }>(s6);
+    free_sized::<A, { LOCAL_SIZES[7] }>(s7);
+    2 * LOCAL_BATCH_OBJECTS as u64
+}
+
+const fn local_layout(size: usize) -> Layout {
+    match Layout::from_size_align(size, 8) {
+        Ok(layout) => layout,
+        Err(_) => panic!("LOCAL_SIZES are small"),
+    }
+}
+
+#[inline(always)]
+fn alloc_sized<A: PairAllocator, const SIZE: usize>(slots: &mut [*mut u8]) {
+    for (i, slot) in slots.iter_mut().enumerate() {
+        // `black_box`: the block escapes, as real objects do, so the
+        // compiler cannot elide the allocation and the free.
+        let ptr = core::hint::black_box(A::alloc(const { local_layout(SIZE) }));
+        assert!(!ptr.is_null(), "bench local: allocation of {SIZE} bytes failed");
+        // SAFETY: `ptr` is a block of `SIZE` >= 1 bytes (or the scratch).
+        unsafe { ptr.write(i as u8) };
+        *slot = ptr;
+    }
+}
+
+#[inline(always)]
+fn free_sized<A: PairAllocator, const SIZE: usize>(slots: &[*mut u8]) {
+    for &ptr in slots {
+        // SAFETY: allocated by `alloc_sized` with this layout, freed once.
+        unsafe { A::free(ptr, const { local_layout(SIZE) }) };
+    }
 }
 
 /// A single-producer single-consumer ring of object pointers.
@@ -276,6 +395,9 @@ struct Report<'a> {
     elapsed_cycles: u64,
     cycles_per_op_median: f64,
     cycles_per_op_p99: f64,
+    /// `local` only: cycles per operation of the same loop without the
+    /// allocator (`local_harness`).
+    harness_cycles_per_op: Option<f64>,
     delta: Delta,
 }
 
@@ -332,12 +454,19 @@ impl<'a> Report<'a> {
             elapsed_cycles: end - start,
             cycles_per_op_median: percentile(&batches, 50),
             cycles_per_op_p99: percentile(&batches, 99),
+            harness_cycles_per_op: None,
             delta: Delta::between(before, after),
         }
     }
 
     fn ops_per_sec(&self) -> f64 {
         self.ops as f64 * time::timestamp_hz() as f64 / self.elapsed_cycles.max(1) as f64
+    }
+
+    /// The allocator's own cycles per alloc+free pair: twice the median
+    /// cycles per operation minus the harness's.
+    fn allocator_cycles_per_pair(&self) -> Option<f64> {
+        self.harness_cycles_per_op.map(|harness| 2.0 * (self.cycles_per_op_median - harness))
     }
 
     fn lock_wait_share(&self) -> f64 {
@@ -371,6 +500,15 @@ impl<'a> Report<'a> {
             self.cache_hit_rate() * 100.0,
             self.delta.cross_cpu_frees
         );
+        if let (Some(harness), Some(pair)) =
+            (self.harness_cycles_per_op, self.allocator_cycles_per_pair())
+        {
+            println!(
+                "bench: per alloc+free pair: {:.1} cycles in all, {:.1} of them the workload's loop, {pair:.1} the allocator's",
+                2.0 * self.cycles_per_op_median,
+                2.0 * harness
+            );
+        }
         for cpu in 0..self.cpus {
             println!("bench: cpu {cpu}: {} ops", self.ops_per_cpu[cpu]);
         }
@@ -378,7 +516,7 @@ impl<'a> Report<'a> {
 
     fn print_record(&self) {
         println!(
-            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{}}}",
+            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"cycles_per_pair_median\":{:.2},\"harness_cycles_per_pair\":{},\"allocator_cycles_per_pair\":{},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{}}}",
             JsonStr(self.workload),
             JsonStr(self.alloc),
             self.cpus,
@@ -389,6 +527,9 @@ impl<'a> Report<'a> {
             self.ops_per_sec(),
             self.cycles_per_op_median,
             self.cycles_per_op_p99,
+            2.0 * self.cycles_per_op_median,
+            OptionalNumber(self.harness_cycles_per_op.map(|harness| 2.0 * harness)),
+            OptionalNumber(self.allocator_cycles_per_pair()),
             self.delta.lock_acquisitions,
             self.delta.lock_contended,
             self.delta.lock_wait_cycles,
@@ -407,6 +548,18 @@ fn percentile(sorted: &[f64], percent: usize) -> f64 {
         return 0.0;
     }
     sorted[(sorted.len() - 1) * percent / 100]
+}
+
+/// A JSON number with two decimals, or `null`.
+struct OptionalNumber(Option<f64>);
+
+impl core::fmt::Display for OptionalNumber {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, "{value:.2}"),
+            None => f.write_str("null"),
+        }
+    }
 }
 
 /// Displays a slice of numbers as a JSON array.

@@ -239,7 +239,11 @@ impl XorShift {
 
 /// Empties every CPU's caches into the backend.
 pub fn drain_every_cpu() {
-    smp::run_on_all_cpus(|_| heap::heap().drain_local_cpu());
+    let drained = smp::run_on_all_cpus(|_| heap::heap().drain_local_cpu());
+    for (cpu, &drained) in drained.iter() {
+        // A job runs outside any heap operation, so nothing can be busy.
+        assert!(drained, "cpu {cpu}: its heap slot was busy while it ran a drain job");
+    }
 }
 
 /// The backend's free bytes with every cache drained.

@@ -67,7 +67,7 @@ unsafe impl Platform for HostPlatform {
         START.get_or_init(Instant::now).elapsed().as_nanos() as u64
     }
 
-    fn reclaim_remote(&self, drain_this_cpu: &dyn Fn()) {
+    fn reclaim_remote(&self, drain_this_cpu: &dyn Fn() -> bool) {
         self.reclaim_calls.fetch_add(1, Ordering::Relaxed);
         let me = cpu();
         match self.style {
@@ -79,7 +79,7 @@ unsafe impl Platform for HostPlatform {
                 set_cpu(me);
             }
             ReclaimStyle::Broadcast => {
-                self.broadcast.request_and_wait(me, self.cpus, || {}, drain_this_cpu);
+                self.broadcast.request_and_wait(me, self.cpus, || {}, &|| {}, drain_this_cpu);
             }
         }
     }

@@ -1,0 +1,104 @@
+//! The global-lock timeline behind `trace=on`: for each CPU, a bounded ring
+//! of its last `EVENTS_PER_CPU` acquisitions of the heap's global lock, each
+//! as TSC stamps (started waiting, got it, let go), recorded from
+//! `Platform::lock_released` and printed as `LOCKTRACE {json}` lines
+//! (`docs/interface.md`) for the runner's `profile` timeline.
+//!
+//! The rings are an array indexed by CPU index, of atomics: each CPU writes
+//! only its own ring (with interrupts masked, inside the heap's lock path),
+//! and the bootstrap CPU reads them all once the traced run has ended. Off
+//! (the default), recording costs one load and branch per lock release.
+use core::{
+    fmt,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use crate::smp::MAX_CPUS;
+
+/// Acquisitions each CPU keeps (the newest ones).
+pub const EVENTS_PER_CPU: usize = 512;
+
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// One acquisition: `[wait_start, acquired, released]`.
+struct Event([AtomicU64; 3]);
+
+/// One CPU's ring.
+#[repr(align(64))]
+struct Ring {
+    /// Acquisitions recorded since the trace started (the next slot is
+    /// `recorded % EVENTS_PER_CPU`).
+    recorded: AtomicU64,
+    events: [Event; EVENTS_PER_CPU],
+}
+
+static RINGS: [Ring; MAX_CPUS] = [const {
+    Ring {
+        recorded: AtomicU64::new(0),
+        events: [const { Event([const { AtomicU64::new(0) }; 3]) }; EVENTS_PER_CPU],
+    }
+}; MAX_CPUS];
+
+/// Empties every ring and starts recording. Call while no CPU uses the heap
+/// (before a run's start barrier).
+pub fn start() {
+    for ring in &RINGS {
+        ring.recorded.store(0, Ordering::Relaxed);
+    }
+    TRACING.store(true, Ordering::Release);
+}
+
+/// Stops recording.
+pub fn stop() {
+    TRACING.store(false, Ordering::Release);
+}
+
+/// Records one acquisition by `cpu` (the running CPU, interrupts masked).
+#[inline(always)]
+pub fn record(cpu: usize, wait_start: u64, acquired: u64, released: u64) {
+    if !TRACING.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(ring) = RINGS.get(cpu) else { return };
+    let recorded = ring.recorded.load(Ordering::Relaxed);
+    let event = &ring.events[recorded as usize % EVENTS_PER_CPU];
+    for (slot, stamp) in event.0.iter().zip([wait_start, acquired, released]) {
+        slot.store(stamp, Ordering::Relaxed);
+    }
+    // Release: a reader that sees the count sees the stamps.
+    ring.recorded.store(recorded + 1, Ordering::Release);
+}
+
+/// Prints one `LOCKTRACE` line per CPU in `0..cpus`, oldest event first,
+/// stamps relative to `origin` (the run's start barrier). Call after
+/// `stop`, once the traced CPUs are idle.
+pub fn print(cpus: usize, origin: u64) {
+    for (cpu, ring) in RINGS.iter().enumerate().take(cpus) {
+        crate::println!("LOCKTRACE {}", RingJson { cpu, ring, origin });
+    }
+}
+
+/// One ring as the `LOCKTRACE` JSON object.
+struct RingJson<'a> {
+    cpu: usize,
+    ring: &'a Ring,
+    origin: u64,
+}
+
+impl fmt::Display for RingJson<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let recorded = self.ring.recorded.load(Ordering::Acquire);
+        let kept = recorded.min(EVENTS_PER_CPU as u64);
+        write!(f, "{{\"cpu\":{},\"recorded\":{recorded},\"events\":[", self.cpu)?;
+        for (n, index) in (recorded - kept..recorded).enumerate() {
+            let event = &self.ring.events[index as usize % EVENTS_PER_CPU];
+            let [wait_start, acquired, released] = event
+                .0
+                .each_ref()
+                .map(|stamp| stamp.load(Ordering::Relaxed).saturating_sub(self.origin));
+            let comma = if n == 0 { "" } else { "," };
+            write!(f, "{comma}[{wait_start},{acquired},{released}]")?;
+        }
+        f.write_str("]}")
+    }
+}
