@@ -509,3 +509,74 @@ impl<B, P: Platform> Drop for CentralGuard<'_, B, P> {
         // `guard` is dropped (unlocked) right after this.
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// One CPU, on the test's thread; no interrupts to mask.
+    struct OneCpu;
+
+    // SAFETY: a single thread is CPU 0; nothing here allocates from the heap.
+    unsafe impl Platform for OneCpu {
+        type IrqGuard = ();
+        fn mask_irqs(&self) {}
+        fn current_cpu(&self) -> usize {
+            0
+        }
+        fn cpu_count(&self) -> usize {
+            1
+        }
+        fn timestamp(&self) -> u64 {
+            0
+        }
+        fn reclaim_remote(&self, _drain_this_cpu: &dyn Fn() -> bool) {}
+    }
+
+    /// What an interrupt handler sees when it lands inside a heap operation
+    /// of the code it interrupted: the CPU's slot is busy. Its allocations
+    /// and frees must then bypass the magazines (which the interrupted code
+    /// is in the middle of changing), go through the global lock straight to
+    /// the slabs, be counted as such, and leave nothing behind.
+    #[test]
+    fn a_handler_inside_a_heap_operation_bypasses_the_busy_magazines() {
+        let mut region = Vec::<u64>::with_capacity(1 << 17);
+        let heap = SlabHeap::new(linked_list_allocator::Heap::empty(), OneCpu);
+        // SAFETY: the region is unused and outlives the heap's use of it.
+        heap.with_backend(|backend| unsafe {
+            backend.init(region.as_mut_ptr().cast(), region.capacity() * 8)
+        });
+        let start = heap.usage().free_bytes;
+        let layout = Layout::from_size_align(64, 8).unwrap();
+        let class = SizeClass::for_layout(layout).unwrap();
+        let warm = heap.alloc(layout);
+        // SAFETY: allocated just above with `layout`.
+        unsafe { heap.dealloc(warm, layout) };
+        let cached_before = heap.cpus[0].snapshot(0).classes[class.index()];
+
+        // The interrupted operation: CPU 0's slot is in use.
+        // SAFETY: this thread is CPU 0 and nothing else uses the heap.
+        let interrupted = unsafe { heap.cpus[0].try_use(0) }.expect("the slot is open");
+        let object = heap.alloc(layout);
+        assert!(!object.is_null());
+        // SAFETY: a fresh 64-byte block.
+        unsafe { object.write_bytes(0xa5, 64) };
+        assert!(!heap.drain_local_cpu(), "a busy slot cannot be drained");
+        // SAFETY: allocated just above with `layout`.
+        unsafe { heap.dealloc(object, layout) };
+        let stats = heap.cpus[0].snapshot(0).classes[class.index()];
+        assert_eq!(stats.allocs, cached_before.allocs + 1, "{stats:?}");
+        assert_eq!(stats.frees, cached_before.frees + 1, "{stats:?}");
+        assert_eq!(
+            stats.cached_bytes, cached_before.cached_bytes,
+            "the magazines were not touched"
+        );
+        let counters = &heap.cpus[0].counters().classes[class.index()];
+        assert_eq!((counters.uncached_allocs.get(), counters.uncached_frees.get()), (1, 1));
+        drop(interrupted);
+
+        assert!(heap.drain_local_cpu());
+        assert_eq!(heap.usage().free_bytes, start, "everything went back to the backend");
+    }
+}
