@@ -154,6 +154,7 @@ mod tests {
             reps: 2,
             ops_per_sec: Some(Spread { median: ops, min: ops * 0.9, max: ops * 1.1 }),
             cycles_per_op: Some(40.0),
+            allocator_cycles_per_pair: None,
             locks_per_kop: Some(1.0),
             lock_wait_share: Some(Spread { median: 0.05, min: 0.05, max: 0.05 }),
             cache_hit_rate: Some(0.9),

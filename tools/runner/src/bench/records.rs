@@ -23,7 +23,7 @@ pub const REQUIRED_NUMBERS: [&str; 7] = [
 
 /// The first columns of results.csv (and keys of each results.json record),
 /// in order; the kernel's other BENCH keys follow in the order it prints them.
-pub const LEADING_KEYS: [&str; 16] = [
+pub const LEADING_KEYS: [&str; 17] = [
     "status",
     "error",
     "alloc",
@@ -37,6 +37,7 @@ pub const LEADING_KEYS: [&str; 16] = [
     "cycles_per_op_median",
     "cycles_per_op_p99",
     "instructions_per_op_median",
+    "allocator_instructions_per_pair",
     "lock_acquisitions",
     "lock_wait_share",
     "cache_hit_rate",
@@ -193,6 +194,10 @@ impl Record {
                     from_kernel("cycles_per_op_median")
                 }
                 "instructions_per_op_median" => Value::Null,
+                "allocator_instructions_per_pair" if self.accel == Accel::Icount => {
+                    from_kernel("allocator_cycles_per_pair")
+                }
+                "allocator_instructions_per_pair" => Value::Null,
                 other => from_kernel(other),
             };
             json.insert(key.to_string(), value);
@@ -369,7 +374,7 @@ pub(crate) mod tests {
         );
         assert!(
             lines[2]
-                .starts_with("ok,,slab,local,2,tcg,1,1.0,20000,1,41.5,90.0,,300,0.00625,0.984,"),
+                .starts_with("ok,,slab,local,2,tcg,1,1.0,20000,1,41.5,90.0,,,300,0.00625,0.984,"),
             "{}",
             lines[2]
         );

@@ -29,9 +29,10 @@ fn percent(value: f64) -> String {
 /// The medians table; `instructions` names the per-op column for icount.
 pub fn table(rows: &[Row], instructions: bool) -> String {
     let per_op = if instructions { "instr/op" } else { "cycles/op" };
+    let per_pair = if instructions { "alloc instr/pair" } else { "alloc cycles/pair" };
     let mut text = format!(
-        "| workload | cpus | alloc | reps | ops/s | {per_op} | locks/1k ops | lock wait | cache hits | slab/x |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| workload | cpus | alloc | reps | ops/s | {per_op} | {per_pair} | locks/1k ops | lock wait | cache hits | slab/x |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for row in rows {
         let cells = [
@@ -41,6 +42,7 @@ pub fn table(rows: &[Row], instructions: bool) -> String {
             format!("{}/{}", row.reps_ok, row.reps),
             or_dash(row.ops_per_sec.map(|s| s.median), si),
             or_dash(row.cycles_per_op, |v| format!("{v:.1}")),
+            or_dash(row.allocator_cycles_per_pair, |v| format!("{v:.1}")),
             or_dash(row.locks_per_kop, |v| format!("{v:.2}")),
             or_dash(row.lock_wait_share.map(|s| s.median), percent),
             or_dash(row.cache_hit_rate, percent),
@@ -90,6 +92,7 @@ mod tests {
             reps: 3,
             ops_per_sec: ops.map(|median| Spread { median, min: median, max: median }),
             cycles_per_op: ops.map(|_| 41.5),
+            allocator_cycles_per_pair: ops.map(|_| 35.5),
             locks_per_kop: ops.map(|_| 15.0),
             lock_wait_share: ops.map(|_| Spread { median: 0.125, min: 0.1, max: 0.2 }),
             cache_hit_rate: ops.map(|_| 0.984),
@@ -125,7 +128,7 @@ mod tests {
         let text = summary(&conditions, &[row("slab", None, None)], &[failed]);
         assert!(text.starts_with("# Allocator benchmark\n\n- date: 2026-05-21T10:30:00Z\n"));
         assert!(text.contains("> **Warning:** icount: ticks are instructions\n"));
-        assert!(text.contains("| ops/s | instr/op |"));
+        assert!(text.contains("| ops/s | instr/op | alloc instr/pair |"));
         assert!(text.contains("| local | 2 | slab | 0/3 |"));
         assert!(text.ends_with(
             "## Failed boots (1)\n\n- alloc=slab workload=local cpus=2 rep=3: timeout after 600 s \
@@ -150,14 +153,14 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert_eq!(
             lines[0],
-            "| workload | cpus | alloc | reps | ops/s | cycles/op | locks/1k ops | lock wait | cache hits | slab/x |"
+            "| workload | cpus | alloc | reps | ops/s | cycles/op | alloc cycles/pair | locks/1k ops | lock wait | cache hits | slab/x |"
         );
         assert_eq!(lines[1].matches('|').count(), lines[0].matches('|').count());
         assert_eq!(
             lines[2],
-            "| local | 2 | locked | 3/3 | 1.00M | 41.5 | 15.00 | 12.5% | 98.4% | 2.50 |"
+            "| local | 2 | locked | 3/3 | 1.00M | 41.5 | 35.5 | 15.00 | 12.5% | 98.4% | 2.50 |"
         );
-        assert_eq!(lines[3], "| local | 2 | slab | 0/3 | - | - | - | - | - | - |");
+        assert_eq!(lines[3], "| local | 2 | slab | 0/3 | - | - | - | - | - | - | - |");
         assert!(
             table(&rows, true).starts_with("| workload | cpus | alloc | reps | ops/s | instr/op |")
         );

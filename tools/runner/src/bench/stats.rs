@@ -48,6 +48,9 @@ pub struct Row {
     pub reps: usize,
     pub ops_per_sec: Option<Spread>,
     pub cycles_per_op: Option<f64>,
+    /// `local` only: the allocator's own cycles per alloc+free pair (the
+    /// workload's loop subtracted).
+    pub allocator_cycles_per_pair: Option<f64>,
     /// Global-lock acquisitions per 1000 operations.
     pub locks_per_kop: Option<f64>,
     pub lock_wait_share: Option<Spread>,
@@ -94,6 +97,7 @@ pub fn summarize(
                     reps: reps.len(),
                     ops_per_sec: Spread::of(&values("ops_per_sec")),
                     cycles_per_op: median(&values("cycles_per_op_median")),
+                    allocator_cycles_per_pair: median(&values("allocator_cycles_per_pair")),
                     locks_per_kop: median(&locks_per_kop),
                     lock_wait_share: Spread::of(&values("lock_wait_share")),
                     cache_hit_rate: median(&values("cache_hit_rate")),
