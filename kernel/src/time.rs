@@ -25,6 +25,12 @@ pub fn timestamp_hz() -> u64 {
     TIMESTAMP_HZ.load(Ordering::Acquire)
 }
 
+/// Timestamp ticks per instruction, measured over a loop of known length:
+/// 1.0 under QEMU's `-icount shift=0`, where ticks count instructions.
+pub fn ticks_per_instruction() -> f64 {
+    arch::tsc::ticks_per_instruction()
+}
+
 /// The timestamp counter now.
 #[inline(always)]
 pub fn now() -> u64 {

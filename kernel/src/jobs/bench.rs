@@ -94,6 +94,7 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
     let after = heap::stats();
     let mut report = Report::new(workload, boot.allocator.name, &runs, &before, &after);
     report.harness_cycles_per_op = harness;
+    report.ticks_per_instruction = time::ticks_per_instruction();
     report.print_table();
     report.print_record();
     if trace {
@@ -398,6 +399,8 @@ struct Report<'a> {
     /// `local` only: cycles per operation of the same loop without the
     /// allocator (`local_harness`).
     harness_cycles_per_op: Option<f64>,
+    /// `time::ticks_per_instruction`: 1.0 when cycles are instructions.
+    ticks_per_instruction: f64,
     delta: Delta,
 }
 
@@ -455,6 +458,7 @@ impl<'a> Report<'a> {
             cycles_per_op_median: percentile(&batches, 50),
             cycles_per_op_p99: percentile(&batches, 99),
             harness_cycles_per_op: None,
+            ticks_per_instruction: 0.0,
             delta: Delta::between(before, after),
         }
     }
@@ -492,6 +496,10 @@ impl<'a> Report<'a> {
             self.cycles_per_op_p99
         );
         println!(
+            "bench: timestamp ticks per instruction {:.4} (1 under --accel icount)",
+            self.ticks_per_instruction
+        );
+        println!(
             "bench: global lock {} acquisitions ({} contended), wait share {:.2}%, hold {} cycles; cache hit rate {:.2}%; {} cross-CPU frees",
             self.delta.lock_acquisitions,
             self.delta.lock_contended,
@@ -516,13 +524,14 @@ impl<'a> Report<'a> {
 
     fn print_record(&self) {
         println!(
-            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"cycles_per_pair_median\":{:.2},\"harness_cycles_per_pair\":{},\"allocator_cycles_per_pair\":{},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{}}}",
+            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"ticks_per_instruction\":{:.4},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"cycles_per_pair_median\":{:.2},\"harness_cycles_per_pair\":{},\"allocator_cycles_per_pair\":{},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{}}}",
             JsonStr(self.workload),
             JsonStr(self.alloc),
             self.cpus,
             self.ops,
             JsonArray(&self.ops_per_cpu[..self.cpus]),
             time::timestamp_hz(),
+            self.ticks_per_instruction,
             self.elapsed_cycles,
             self.ops_per_sec(),
             self.cycles_per_op_median,

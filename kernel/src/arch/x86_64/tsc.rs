@@ -94,3 +94,26 @@ fn measure_window(pit: &mut Pit) -> Option<u64> {
     }
     Some((read_timestamp() - start) * PIT_HZ / elapsed_pit)
 }
+
+/// Timestamp ticks per guest instruction over a loop of known length
+/// (`LOOP_ITERATIONS` times `dec`+`jnz`, plus the two `rdtsc`s around it).
+/// Under QEMU's `-icount shift=0` it is 1.0 by construction, which is what
+/// lets the bench report ticks as instructions; elsewhere it is the CPU's
+/// ticks per (fast, dependent) instruction.
+pub fn ticks_per_instruction() -> f64 {
+    const LOOP_ITERATIONS: u64 = 100_000;
+    let start = super::read_timestamp();
+    // SAFETY: a register-only countdown loop: no memory, stack or flags
+    // that the compiler relies on afterwards.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "dec {n}",
+            "jnz 2b",
+            n = inout(reg) LOOP_ITERATIONS => _,
+            options(nomem, nostack),
+        );
+    }
+    let ticks = super::read_timestamp() - start;
+    ticks as f64 / (2 * LOOP_ITERATIONS) as f64
+}
