@@ -250,6 +250,24 @@ mod tests {
         }
     }
 
+    /// The fast paths' one-table lookup agrees with the full one wherever
+    /// it answers, and answers for every small layout aligned to 16 or less.
+    #[test]
+    fn the_fast_lookup_agrees_with_the_full_one() {
+        for align in [1, 2, 4, 8, 16, 32, 4096] {
+            let step = if cfg!(miri) { 61 } else { 1 };
+            for size in (0..=MAX_SMALL_SIZE + 1).step_by(step).chain([MAX_SMALL_SIZE]) {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                let fast = SizeClass::for_common_layout(layout);
+                if align <= 16 && size <= MAX_SMALL_SIZE {
+                    assert_eq!(fast, SizeClass::for_layout(layout), "{layout:?}");
+                } else {
+                    assert_eq!(fast, None, "{layout:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn large_or_overaligned_layouts_go_to_the_backend() {
         for (size, align) in [(4097, 1), (8192, 8), (16, 8192), (1 << 20, 4096)] {
