@@ -268,6 +268,10 @@ impl CpuSummary {
 pub struct HeapStats {
     /// The heap's mode.
     pub mode: Mode,
+    /// The allocator's name as the user chose it (the kernel's `alloc=`,
+    /// e.g. `slab-talc`), if the embedder set one; the JSON's `alloc` key
+    /// falls back to the mode's name.
+    pub allocator: Option<&'static str>,
     /// CPUs online (`Platform::cpu_count`); `per_cpu()` has this many.
     pub cpus: usize,
     /// The backend's usage.
@@ -281,6 +285,7 @@ impl HeapStats {
     pub(crate) fn new(mode: Mode, heap: HeapUsage, cpus: usize) -> Self {
         Self {
             mode,
+            allocator: None,
             cpus: cpus.min(MAX_CPUS),
             heap,
             total: CpuSummary::default(),
@@ -301,7 +306,8 @@ impl HeapStats {
     }
 
     /// Writes the one-line JSON object the kernel prints as
-    /// `HEAPSTATS {json}`. Keys come in a fixed order: `alloc`, `cpus`,
+    /// `HEAPSTATS {json}`. Keys come in a fixed order: `alloc` (the
+    /// allocator's name, or the mode's), `mode`, `cpus`,
     /// `small_ops`, `cache_hits`, `lock_acquisitions`, `lock_contended`,
     /// `lock_wait_cycles`, `lock_hold_cycles`, `heap_used_bytes`,
     /// `heap_free_bytes`, `heap_peak_bytes`, `cached_bytes`,
@@ -309,7 +315,13 @@ impl HeapStats {
     /// `large_ops`, `slabs`, and last `per_cpu`, an array of objects with
     /// `cpu` and the same per-CPU figures in the same order.
     pub fn write_json(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        write!(out, "{{\"alloc\":\"{}\",\"cpus\":{}", self.mode.name(), self.cpus)?;
+        let alloc = self.allocator.unwrap_or(self.mode.name());
+        write!(
+            out,
+            "{{\"alloc\":\"{alloc}\",\"mode\":\"{}\",\"cpus\":{}",
+            self.mode.name(),
+            self.cpus
+        )?;
         let t = &self.total;
         write!(
             out,
@@ -548,7 +560,7 @@ mod tests {
         let mut json = String::new();
         sample().write_json(&mut json).unwrap();
         let expected = concat!(
-            r#"{"alloc":"slab","cpus":2,"small_ops":21,"cache_hits":16,"lock_acquisitions":8,"#,
+            r#"{"alloc":"slab","mode":"slab","cpus":2,"small_ops":21,"cache_hits":16,"lock_acquisitions":8,"#,
             r#""lock_contended":1,"lock_wait_cycles":14,"lock_hold_cycles":60,"heap_used_bytes":100,"#,
             r#""heap_free_bytes":900,"heap_peak_bytes":150,"cached_bytes":128,"cross_cpu_frees":1,"#,
             r#""lock_max_wait_cycles":6,"refills":2,"flushes":2,"large_ops":4,"slabs":1,"per_cpu":["#,

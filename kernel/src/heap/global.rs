@@ -84,13 +84,19 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
         *backend = unsafe { HeapBackend::over(choice.backend, start as *mut u8, length) };
     });
     HEAP.0.set_mode(choice.mode).expect("the heap is empty at boot, so its mode can be set");
+    ALLOCATOR_NAME.call_once(|| choice.name);
     Ok((choice, length))
 }
 
 /// A snapshot of the heap's statistics.
 pub fn stats() -> HeapStats {
-    HEAP.0.stats()
+    let mut stats = HEAP.0.stats();
+    stats.allocator = ALLOCATOR_NAME.get().copied();
+    stats
 }
+
+/// The `alloc=` choice, for the stats' `alloc` key (set once at boot).
+static ALLOCATOR_NAME: spin::Once<&'static str> = spin::Once::new();
 
 /// Prints the readable report: totals, then a table per CPU.
 pub fn print_report() {
