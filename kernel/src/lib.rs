@@ -16,6 +16,7 @@ pub mod heap;
 pub mod jobs;
 pub mod json;
 pub mod memory;
+pub mod nmi;
 mod panic;
 pub mod smp;
 pub mod sync;

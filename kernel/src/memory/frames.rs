@@ -38,6 +38,11 @@ pub fn allocate() -> Option<PhysFrame> {
     None
 }
 
+/// The CPU holding the frame allocator's lock now, if any (for the NMI dump).
+pub fn lock_holder() -> Option<usize> {
+    FRAMES.holder()
+}
+
 /// Bytes of usable memory not handed out yet.
 pub fn free_bytes() -> u64 {
     let guard = FRAMES.lock();

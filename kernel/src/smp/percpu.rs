@@ -10,6 +10,7 @@ use core::{
     sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
 };
 
+use super::nmi_slot::{Interrupted, NmiSlot};
 use crate::arch::{self, CpuArchState, interrupts::IrqGuard};
 
 /// The most CPUs the kernel runs on (QEMU's `-smp` up to 64).
@@ -25,6 +26,8 @@ pub struct Cpu {
     index: usize,
     lapic_id: AtomicU32,
     online: AtomicBool,
+    /// Where the last NMI dump found this CPU (written by it, read by any).
+    nmi: NmiSlot,
     arch: CpuArchState,
 }
 
@@ -53,6 +56,7 @@ impl Cpu {
             index: 0,
             lapic_id: AtomicU32::new(0),
             online: AtomicBool::new(false),
+            nmi: NmiSlot::new(),
             arch: CpuArchState::new(),
         }
     }
@@ -70,6 +74,11 @@ impl Cpu {
     /// Whether the CPU has finished its bring-up.
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
+    }
+
+    /// Where the NMI dump found this CPU.
+    pub fn nmi_slot(&self) -> &NmiSlot {
+        &self.nmi
     }
 }
 
@@ -93,6 +102,12 @@ pub fn current_cpu_index() -> usize {
 /// uses it).
 pub fn try_current_cpu_index() -> Option<usize> {
     BLOCKS_INSTALLED.load(Ordering::Acquire).then(current_cpu_index)
+}
+
+/// Records in the running CPU's own NMI slot where the NMI of dump `round`
+/// found it (from the NMI handler: no lock, no allocation).
+pub fn record_nmi_on_this_cpu(round: u64, at: &Interrupted) {
+    CPUS[current_cpu_index()].nmi.record(round, at);
 }
 
 /// Installs block `index` on the running CPU and loads its descriptor tables.

@@ -13,7 +13,8 @@ pub fn stop_other_cpus() -> bool {
     super::with_this_cpu(apic::try_send_nmi_to_others)
 }
 
-/// The NMI handler's work: halt if the machine is being stopped.
+/// Halts for good if the machine is being stopped (the NMI handler,
+/// `crate::nmi`, asks this first).
 pub fn on_nmi() {
     if STOPPING.load(Ordering::SeqCst) {
         arch::halt_forever();

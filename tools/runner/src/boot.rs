@@ -1,16 +1,24 @@
 //! One boot: start QEMU, stream and keep its serial lines, wait for it to end
-//! or for the time limit, and report what happened. This is the building
-//! block of `runner` and of any tool that boots many times (benchmarks).
+//! or for the time limit (then ask the kernel for its NMI dump, read it for a
+//! short grace period, and kill QEMU), and report what happened. This is the
+//! building block of `runner` and of any tool that boots many times
+//! (benchmarks).
 use std::{
     ffi::OsString,
     io::{BufRead, BufReader, Read, Write},
+    path::Path,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc::{self, RecvTimeoutError},
+    sync::mpsc::{self, Receiver, RecvTimeoutError},
     thread,
     time::{Duration, Instant},
 };
 
-use crate::{qemu::Machine, serial};
+use crate::{
+    nmidump::{self, NmiDump},
+    outcome::Verdict,
+    qemu::Machine,
+    serial::{self, Record},
+};
 
 /// What to boot and how to watch it.
 #[derive(Debug, Clone)]
@@ -58,6 +66,20 @@ pub struct BootOutcome {
     pub duration: Duration,
     /// When the `BOOT` line arrived, measured from [`BootConfig::epoch`].
     pub boot_line_at: Option<Duration>,
+    /// On a timeout: whether the kernel's NMI dump was asked for and came.
+    pub nmi_dump: NmiDump,
+}
+
+impl BootOutcome {
+    /// Why the boot did not succeed, for the `runner: ` line (`None` for
+    /// success); a timeout says what came of the NMI dump.
+    pub fn reason(&self, timeout: Option<Duration>) -> Option<String> {
+        let reason = Verdict::of(self.status).reason(&self.lines, &self.stderr, timeout)?;
+        Some(match self.nmi_dump.note() {
+            Some(note) => format!("{reason} ({note})"),
+            None => reason,
+        })
+    }
 }
 
 /// Boots `config.machine` once. Errors only when QEMU cannot be started.
@@ -99,6 +121,18 @@ pub fn boot_with(
     let deadline = config.timeout.map(|limit| start + limit);
     let mut lines = Vec::new();
     let mut boot_line_at = None;
+    let mut take = |line: String| {
+        if boot_line_at.is_none() && matches!(serial::parse(&line), Record::Boot(_)) {
+            boot_line_at = Some(config.epoch.elapsed());
+        }
+        if config.echo {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        on_line(&line);
+        lines.push(line);
+    };
     let mut timed_out = false;
     loop {
         let received = match deadline {
@@ -108,19 +142,7 @@ pub fn boot_with(
             None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match received {
-            Ok(line) => {
-                if boot_line_at.is_none() && matches!(serial::parse(&line), serial::Record::Boot(_))
-                {
-                    boot_line_at = Some(config.epoch.elapsed());
-                }
-                if config.echo {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{line}");
-                    let _ = out.flush();
-                }
-                on_line(&line);
-                lines.push(line);
-            }
+            Ok(line) => take(line),
             Err(RecvTimeoutError::Timeout) => {
                 timed_out = true;
                 break;
@@ -128,6 +150,10 @@ pub fn boot_with(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    let nmi_dump = match &config.machine.monitor {
+        Some(socket) if timed_out => ask_for_nmi_dump(socket, &receiver, &mut take),
+        _ => NmiDump::NotRequested,
+    };
     let status =
         match wait_until(&mut child, if timed_out { Some(Instant::now()) } else { deadline })? {
             Some(status) => status_of(status),
@@ -138,7 +164,32 @@ pub fn boot_with(
     let stderr = stderr_forwarder.join().unwrap_or_default();
     // Lines the reader sent after the timeout broke the loop.
     lines.extend(receiver.try_iter());
-    Ok(BootOutcome { status, lines, stderr, duration: start.elapsed(), boot_line_at })
+    Ok(BootOutcome { status, lines, stderr, duration: start.elapsed(), boot_line_at, nmi_dump })
+}
+
+/// After a timeout, with QEMU still running: asks for the kernel's NMI dump
+/// through QMP `socket` and hands each serial line that comes within the
+/// grace period to `take`, stopping early at the dump's end marker.
+fn ask_for_nmi_dump(
+    socket: &Path,
+    receiver: &Receiver<String>,
+    take: &mut dyn FnMut(String),
+) -> NmiDump {
+    if let Err(why) = nmidump::inject_nmi(socket) {
+        return NmiDump::RequestFailed(why);
+    }
+    let grace_end = Instant::now() + nmidump::GRACE;
+    let mut dump_lines = Vec::new();
+    while let Ok(line) = receiver.recv_timeout(grace_end.saturating_duration_since(Instant::now()))
+    {
+        let end = nmidump::is_end_marker(&line);
+        dump_lines.push(line.clone());
+        take(line);
+        if end {
+            break;
+        }
+    }
+    NmiDump::of(&dump_lines)
 }
 
 /// Waits for `child` until `deadline`; kills it then and returns `None`.
@@ -199,6 +250,7 @@ mod tests {
             smp: 1,
             mem_mib: 64,
             gdb: false,
+            monitor: None,
             extra: vec![],
         };
         BootConfig { qemu, ..BootConfig::new(machine, timeout) }
@@ -232,6 +284,60 @@ mod tests {
         assert_eq!(outcome.lines, ["started"]);
         assert!(outcome.boot_line_at.is_none());
         assert!(outcome.duration < Duration::from_secs(10), "{:?}", outcome.duration);
+    }
+
+    #[test]
+    fn a_timeout_asks_for_the_nmi_dump_and_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qmp.sock");
+        // The fake QMP server creates `flag` on inject-nmi; the fake QEMU then
+        // prints a dump and hangs again.
+        let flag = dir.path().join("nmi");
+        let created = flag.clone();
+        let _server = crate::nmidump::tests::fake_qmp(socket.clone(), move |command| {
+            if command == "inject-nmi" {
+                std::fs::write(&created, "").unwrap();
+            }
+            crate::nmidump::tests::qemu_like(command)
+        });
+        let qemu = fake_qemu(
+            dir.path(),
+            &format!(
+                "echo started; while [ ! -e {flag} ]; do sleep 0.02; done
+echo 'NMIDUMP {{\"cpu\":0,\"answered\":true,\"holds\":[]}}'
+echo 'NMIDUMP {{\"done\":true,\"cpus\":1,\"answered\":1}}'
+exec sleep 30",
+                flag = flag.display()
+            ),
+        );
+        let mut config = config(qemu, Some(Duration::from_millis(300)));
+        config.machine.monitor = Some(socket);
+        let outcome = boot(&config).unwrap();
+        assert_eq!(outcome.status, QemuStatus::TimedOut);
+        assert_eq!(outcome.nmi_dump, NmiDump::Printed { cpus: 1, answered: 1 });
+        assert_eq!(outcome.lines.len(), 3, "{:?}", outcome.lines);
+        // The end marker ends the grace period early.
+        assert!(outcome.duration < Duration::from_millis(1500), "{:?}", outcome.duration);
+        assert_eq!(
+            outcome.reason(Some(Duration::from_secs(1))).unwrap(),
+            "timeout after 1 s (NMI dump requested and printed: 1 of 1 CPUs answered)"
+        );
+    }
+
+    #[test]
+    fn a_timeout_without_qmp_says_the_dump_was_not_requested() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(dir.path(), "echo started; exec sleep 30");
+        let mut config = config(qemu, Some(Duration::from_millis(300)));
+        config.machine.monitor = Some(dir.path().join("no-such.sock"));
+        let outcome = boot(&config).unwrap();
+        assert_eq!(outcome.status, QemuStatus::TimedOut);
+        assert!(
+            matches!(&outcome.nmi_dump, NmiDump::RequestFailed(why) if why.contains("cannot connect")),
+            "{:?}",
+            outcome.nmi_dump
+        );
+        assert!(outcome.reason(None).unwrap().contains("(NMI dump not requested: cannot connect"));
     }
 
     #[test]

@@ -57,10 +57,8 @@ fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
     let boot_seconds = started.elapsed().as_secs_f64();
 
     let verdict = Verdict::of(outcome.status);
-    let mut problems: Vec<String> = verdict
-        .reason(&outcome.lines, &outcome.stderr, args.options.boot_timeout())
-        .into_iter()
-        .collect();
+    let mut problems: Vec<String> =
+        outcome.reason(args.options.boot_timeout()).into_iter().collect();
     let bench = records::find_bench(&outcome.lines)
         .and_then(|bench| records::check_cell(&bench, &cell).map(|()| bench));
     if let Err(why) = &bench {

@@ -37,6 +37,9 @@ pub struct Machine {
     pub mem_mib: u64,
     /// `-s -S`: wait for gdb on :1234.
     pub gdb: bool,
+    /// A QMP socket (`-qmp unix:PATH,server=on,wait=off`): on a timeout the
+    /// runner asks for the kernel's NMI dump through it.
+    pub monitor: Option<PathBuf>,
     /// Appended last (`--qemu-arg`).
     pub extra: Vec<String>,
 }
@@ -54,6 +57,11 @@ impl Machine {
         push(&self.accel.qemu_args());
         push(&["-smp", &self.smp.to_string(), "-m", &format!("{}M", self.mem_mib)]);
         push(&["-serial", SERIAL, "-device", DEBUG_EXIT_DEVICE]);
+        if let Some(socket) = &self.monitor {
+            // QEMU's option syntax doubles a comma inside a value.
+            let path = socket.display().to_string().replace(',', ",,");
+            args.extend(["-qmp".into(), format!("unix:{path},server=on,wait=off").into()]);
+        }
         match &self.media {
             Media::Pvh { loader, kernel, cmdline } => {
                 args.extend([
@@ -133,6 +141,7 @@ mod tests {
             smp: 8,
             mem_mib: 512,
             gdb: false,
+            monitor: None,
             extra: vec![],
         }
     }
@@ -185,6 +194,7 @@ mod tests {
             smp: 2,
             mem_mib: 1024,
             gdb: false,
+            monitor: None,
             extra: vec![],
         };
         assert_eq!(
@@ -209,6 +219,7 @@ mod tests {
             smp: 4,
             mem_mib: 512,
             gdb: true,
+            monitor: None,
             extra: vec![],
         };
         assert_eq!(
@@ -220,6 +231,16 @@ mod tests {
              -drive if=pflash,format=raw,unit=1,file=/tmp/x/a,,b/OVMF_VARS_4M.fd \
              -cdrom /tmp/x/kernel.iso -s -S"
         );
+    }
+
+    #[test]
+    fn a_qmp_socket_for_the_nmi_dump() {
+        let mut machine = pvh(Accel::Tcg);
+        machine.monitor = Some("/tmp/runner-x/a,b/qmp-0.sock".into());
+        assert!(words(&machine).contains(
+            " -device isa-debug-exit,iobase=0xf4,iosize=4 \
+             -qmp unix:/tmp/runner-x/a,,b/qmp-0.sock,server=on,wait=off -kernel "
+        ));
     }
 
     #[test]

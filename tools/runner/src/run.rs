@@ -15,7 +15,7 @@ use crate::{
     cleanup::Tracked,
     cli::{AccelChoice, BootMode, Cli, kernel_cmdline, with_kernel_arg},
     iso::{self, Limine},
-    loader,
+    loader, nmidump,
     outcome::{EXIT_FAILURE, Verdict},
     qemu::{Firmware, GDB_PORT, Machine, Media, shell_line, shell_quote},
     serial,
@@ -63,6 +63,14 @@ impl HostSetup {
             .context("cannot create a temporary folder")?;
         let tracked = crate::cleanup::track_folder(work.path().to_path_buf());
         Ok(Self { decision, source, work, _tracked: tracked })
+    }
+
+    /// The QMP socket of boot number `index` in the scratch folder (through
+    /// it a timeout asks for the kernel's NMI dump); `None` if the path is
+    /// too long for a Unix socket.
+    pub(crate) fn monitor_socket(&self, index: usize) -> Option<PathBuf> {
+        let socket = self.work.path().join(format!("qmp-{index}.sock"));
+        (socket.as_os_str().len() <= nmidump::MAX_SOCKET_PATH_BYTES).then_some(socket)
     }
 }
 
@@ -160,6 +168,7 @@ fn run_boots(cli: &Cli, epoch: Instant) -> anyhow::Result<i32> {
             smp: cli.smp,
             mem_mib: cli.mem().mib,
             gdb: cli.gdb,
+            monitor: host.monitor_socket(summary.boots),
             extra: cli.qemu_args.clone(),
         };
         if cli.verbose {
@@ -233,7 +242,7 @@ fn report(
         (Verdict::Failure, Some(panic)) if is_test && summary.first_failed().is_some() => {
             Some(panic.to_string())
         }
-        _ => resume_problem.or_else(|| verdict.reason(&last.lines, &last.stderr, timeout)),
+        _ => resume_problem.or_else(|| last.reason(timeout)),
     };
     if is_test {
         if !summary.ok(clean) {

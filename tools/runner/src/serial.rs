@@ -22,6 +22,8 @@ pub enum Record<'a> {
     Resume(usize),
     /// `PANIC cpu=...`: the whole report from `PANIC` on.
     Panic(&'a str),
+    /// `NMIDUMP {json}`: one line of the NMI dump; the JSON text.
+    NmiDump(&'a str),
     /// Anything else.
     Other,
 }
@@ -30,6 +32,9 @@ pub enum Record<'a> {
 pub fn parse(line: &str) -> Record<'_> {
     if let Some(at) = line.find("BOOT {") {
         return Record::Boot(line[at + "BOOT ".len()..].trim());
+    }
+    if let Some(at) = line.find("NMIDUMP {") {
+        return Record::NmiDump(line[at + "NMIDUMP ".len()..].trim());
     }
     if let Some(at) = line.find("PANIC cpu=") {
         return Record::Panic(line[at..].trim_end());
@@ -96,6 +101,18 @@ mod tests {
         // Firmware escape codes may precede it.
         assert_eq!(parse("\x1b[2J\x1b[01;01HBOOT {\"cpus\":4}"), Record::Boot(r#"{"cpus":4}"#));
         assert_eq!(parse("BOOT done"), Record::Other);
+    }
+
+    #[test]
+    fn nmi_dump_record() {
+        let done = r#"NMIDUMP {"done":true,"cpus":2}"#;
+        assert_eq!(parse(done), Record::NmiDump(r#"{"done":true,"cpus":2}"#));
+        // Behind the half line the NMI interrupted.
+        assert_eq!(
+            parse(&format!("cpu 1 onl{done}")),
+            Record::NmiDump(r#"{"done":true,"cpus":2}"#)
+        );
+        assert_eq!(parse("NMIDUMP later"), Record::Other);
     }
 
     #[test]

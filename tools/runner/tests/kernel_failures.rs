@@ -2,10 +2,13 @@
 //! (`kernel/examples`) must make the runner exit non-zero with a clear
 //! reason. Each is booted as a test binary (copied into a `deps` folder) so
 //! the libtest summary line is checked too. Bad kernel command lines must be
-//! boot errors that name what was wrong.
+//! boot errors that name what was wrong. A hang must end with the kernel's
+//! NMI dump: every CPU's state and the locks it holds.
 mod real_kernel;
 
 use std::{path::PathBuf, sync::OnceLock};
+
+use serde_json::{Value, json};
 
 use real_kernel::{Run, build_kernel, run_runner};
 
@@ -50,12 +53,70 @@ fn a_panicking_application_processor_fails_the_run_and_is_named() {
     assert!(run.line_containing("test result: FAILED.").is_some());
 }
 
+/// The NMI dump's per-CPU records (by CPU index) and its end marker, as
+/// printed by the kernel (not the runner's repeat of the last lines).
+fn nmi_dump(run: &Run) -> (Vec<Value>, Option<Value>) {
+    let records: Vec<Value> = run
+        .stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("NMIDUMP "))
+        .map(|json| serde_json::from_str(json).expect("NMIDUMP lines are JSON"))
+        .collect();
+    let (ends, mut cpus): (Vec<Value>, Vec<Value>) =
+        records.into_iter().partition(|record| record.get("done").is_some());
+    cpus.sort_by_key(|record| record["cpu"].as_u64());
+    (cpus, ends.into_iter().next())
+}
+
 #[test]
-fn a_hanging_kernel_test_times_out() {
+fn a_hanging_kernel_test_times_out_with_an_nmi_dump_of_every_cpu() {
     let run = boot_as_test("hanging_test", &["--smp", "2", "--timeout", "5"]);
     assert_eq!(run.code, Some(124), "exit code of a timeout");
-    assert!(run.line_containing("timeout").is_some(), "the runner says timeout");
+    let timeout =
+        run.line_containing("runner: timeout after 5 s").expect("the runner says timeout");
+    assert!(
+        timeout.contains("(NMI dump requested and printed: 2 of 2 CPUs answered)"),
+        "timeout line: {timeout}"
+    );
     assert!(run.line_containing("test result: FAILED.").is_some());
+    let (cpus, end) = nmi_dump(&run);
+    assert_eq!(end.expect("the dump's end marker")["cpus"], 2);
+    assert_eq!(cpus.len(), 2, "one NMIDUMP line per CPU: {cpus:?}");
+    for (index, cpu) in cpus.iter().enumerate() {
+        assert_eq!(cpu["cpu"], index, "{cpu}");
+        assert_eq!(cpu["answered"], true, "CPU {index} answered the NMI: {cpu}");
+        for key in ["rip", "rsp"] {
+            let value = cpu[key].as_str().unwrap_or_default();
+            assert!(value.starts_with("0xffff"), "CPU {index}: {key} is a kernel address: {cpu}");
+        }
+        assert!(cpu["if"].is_boolean() && cpu["holds"].is_array(), "CPU {index}: {cpu}");
+    }
+    // The test spins with interrupts enabled and holds no lock.
+    assert_eq!(cpus[0]["if"], true, "{}", cpus[0]);
+    assert_eq!(cpus[0]["holds"], json!([]), "{}", cpus[0]);
+}
+
+#[test]
+fn an_nmi_dump_names_the_cpus_stuck_holding_the_heap_and_console_locks() {
+    // CPU 1 holds the heap lock for ever, CPU 0 waits for it to allocate,
+    // CPU 2 holds the console lock in the middle of a line.
+    let run = boot_as_test("heap_lock_hang", &["--smp", "3", "--timeout", "5"]);
+    assert_eq!(run.code, Some(124), "exit code of a timeout");
+    let (cpus, end) = nmi_dump(&run);
+    assert_eq!(end.expect("the dump's end marker")["answered"], 3);
+    let [waiter, heap_holder, console_holder] = &cpus[..] else {
+        panic!("one NMIDUMP line per CPU: {cpus:?}")
+    };
+    assert_eq!(heap_holder["cpu"], 1);
+    assert_eq!(heap_holder["holds"], json!(["heap"]), "CPU 1 holds the heap lock: {heap_holder}");
+    assert_eq!(heap_holder["if"], false, "with interrupts masked: {heap_holder}");
+    assert_eq!(waiter["cpu"], 0);
+    assert_eq!(waiter["answered"], true, "CPU 0, stuck allocating, answered: {waiter}");
+    assert_eq!(waiter["holds"], json!([]), "{waiter}");
+    assert_eq!(console_holder["cpu"], 2);
+    assert_eq!(console_holder["holds"], json!(["console"]), "{console_holder}");
+    // The dump went around the held console lock, on a line of its own.
+    assert!(run.line_containing("cpu 2 never finishes this line: ").is_some());
 }
 
 #[test]

@@ -21,6 +21,11 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 const IA32_APIC_BASE_MSR: u32 = 0x1b;
 const APIC_BASE_ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
 const XAPIC_MMIO_BYTES: u64 = 4096;
+/// The LINT1 local vector table entry: xAPIC register offset, x2APIC MSR.
+const XAPIC_LVT_LINT1_OFFSET: u64 = 0x360;
+const X2APIC_LVT_LINT1_MSR: u32 = 0x835;
+/// LVT value: deliver as an NMI (delivery mode 0b100), edge, not masked.
+const LVT_DELIVER_NMI: u32 = 0b100 << 8;
 
 /// How this machine's local APICs are programmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +90,8 @@ pub fn init_this_cpu(this: &ThisCpu<'_>) -> (ApicMode, u32) {
     // SAFETY: the APIC belongs to this CPU (built here, stored in this CPU's
     // block); in xAPIC mode its registers were mapped by `map_registers`.
     // Enabling it with a stopped one-shot timer and masked LINT pins
-    // delivers nothing until an IPI or the timer is programmed.
+    // delivers nothing until an IPI or the timer is programmed (LINT1 is
+    // made an NMI pin right after).
     let id = unsafe {
         apic.enable();
         apic.disable_timer();
@@ -93,7 +99,29 @@ pub fn init_this_cpu(this: &ThisCpu<'_>) -> (ApicMode, u32) {
     };
     let id = if mode == ApicMode::XApic { id >> 24 } else { id };
     this.arch().local_apic.with(this, |slot| *slot = Some(apic));
+    route_lint1_to_nmi(mode);
     (mode, id)
+}
+
+/// Makes the LINT1 pin deliver an NMI, as PC firmware sets it up: QEMU's
+/// `inject-nmi` (the runner's hang dump) arrives through LINT1 on every CPU,
+/// and the `x2apic` crate leaves the pin as fixed vector 0.
+fn route_lint1_to_nmi(mode: ApicMode) {
+    match mode {
+        // SAFETY: LVT LINT1 exists on every local APIC (MSR 0x835 in x2APIC
+        // mode, enabled by `init_this_cpu`); NMI delivery only runs the NMI
+        // handler, installed before the APIC is enabled.
+        ApicMode::X2Apic => unsafe {
+            Msr::new(X2APIC_LVT_LINT1_MSR).write(u64::from(LVT_DELIVER_NMI))
+        },
+        ApicMode::XApic => {
+            let register = XAPIC_BASE.load(Ordering::Acquire) + XAPIC_LVT_LINT1_OFFSET;
+            // SAFETY: `map_registers` mapped the xAPIC page uncached at
+            // XAPIC_BASE (xAPIC mode only); LVT LINT1 is a 32-bit register
+            // in it, this CPU's own; the value is as above.
+            unsafe { core::ptr::write_volatile(register as *mut u32, LVT_DELIVER_NMI) };
+        }
+    }
 }
 
 fn with_apic<R>(this: &ThisCpu<'_>, f: impl FnOnce(&mut LocalApic) -> R) -> R {

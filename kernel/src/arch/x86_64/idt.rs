@@ -2,7 +2,7 @@
 //! Faults become panics that name the CPU; interrupts are passed to the
 //! generic code that owns them.
 use ::x86_64::{
-    registers::control::Cr2,
+    registers::{control::Cr2, rflags::RFlags},
     structures::idt::{InterruptDescriptorTable, InterruptStackFrame, PageFaultErrorCode},
 };
 use spin::Lazy;
@@ -65,8 +65,12 @@ extern "x86-interrupt" fn double_fault(frame: InterruptStackFrame, _code: u64) -
     panic!("double fault at {:#x} (rsp {:#x})", frame.instruction_pointer, frame.stack_pointer);
 }
 
-extern "x86-interrupt" fn non_maskable_interrupt(_frame: InterruptStackFrame) {
-    smp::on_nmi();
+extern "x86-interrupt" fn non_maskable_interrupt(frame: InterruptStackFrame) {
+    crate::nmi::on_nmi(&smp::Interrupted {
+        instruction_pointer: frame.instruction_pointer.as_u64(),
+        stack_pointer: frame.stack_pointer.as_u64(),
+        interrupts_enabled: frame.cpu_flags.contains(RFlags::INTERRUPT_FLAG),
+    });
 }
 
 extern "x86-interrupt" fn timer(_frame: InterruptStackFrame) {

@@ -29,6 +29,11 @@ pub fn init(hhdm_offset: u64) {
     *PAGE_TABLES.lock() = Some(table);
 }
 
+/// The CPU holding the page-table lock now, if any (for the NMI dump).
+pub fn lock_holder() -> Option<usize> {
+    PAGE_TABLES.holder()
+}
+
 /// The HHDM offset the bootloader chose.
 pub fn hhdm_offset() -> u64 {
     HHDM_OFFSET.load(Ordering::Acquire)

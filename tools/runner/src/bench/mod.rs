@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::{
     EXIT_RUNNER_ERROR,
     boot::BootOutcome,
-    outcome::{EXIT_FAILURE, EXIT_SUCCESS, Verdict},
+    outcome::{EXIT_FAILURE, EXIT_SUCCESS},
 };
 
 pub mod args;
@@ -145,10 +145,7 @@ fn bench_of(
     cell: &Cell,
     session: &Session,
 ) -> Result<records::Json, String> {
-    let verdict = Verdict::of(outcome.status);
-    if let Some(why) =
-        verdict.reason(&outcome.lines, &outcome.stderr, session.options.boot_timeout())
-    {
+    if let Some(why) = outcome.reason(session.options.boot_timeout()) {
         return Err(why);
     }
     let bench = records::find_bench(&outcome.lines)?;

@@ -52,6 +52,7 @@ impl Session {
             smp,
             mem_mib: self.options.mem.unwrap_or_else(|| MemSize::default_for(smp)).mib,
             gdb: false,
+            monitor: self.host.monitor_socket(index),
             extra: self.options.qemu_args.clone(),
         })
     }
