@@ -134,13 +134,7 @@ fn arbitrary_size(u: &mut Unstructured<'_>) -> Result<usize> {
 macro_rules! check {
     ($run:expr, $cond:expr, $($msg:tt)+) => {
         if !$cond {
-            panic!(
-                "op {} ({:?}) on cpu {}: {}",
-                $run.op_index,
-                $run.op,
-                cpu(),
-                format_args!($($msg)+)
-            );
+            panic!("{} on cpu {}: {}", $run.context(), cpu(), format_args!($($msg)+));
         }
     };
 }
@@ -257,12 +251,19 @@ fn run(input: Input) {
         run.apply(op);
         run.after_op();
     }
-    run.op_index = usize::MAX;
     run.op = None;
     run.finish();
 }
 
 impl Run {
+    /// Where the run is, for failure messages.
+    fn context(&self) -> String {
+        match self.op {
+            Some(op) => format!("op {} ({op:?})", self.op_index),
+            None => "freeing what is left and draining every CPU after the last op".into(),
+        }
+    }
+
     fn apply(&mut self, op: Op) {
         match op {
             Op::Alloc { layout, count } => {
