@@ -22,7 +22,7 @@ use crate::{
     ExitCode,
     boot::BootInfo,
     heap::{self, HeapStats},
-    json::JsonStr,
+    json::{JsonArray, JsonStr},
     println,
     smp::{self, MAX_CPUS},
     time,
@@ -407,20 +407,4 @@ fn percentile(sorted: &[f64], percent: usize) -> f64 {
         return 0.0;
     }
     sorted[(sorted.len() - 1) * percent / 100]
-}
-
-/// Displays a slice of numbers as a JSON array.
-struct JsonArray<'a>(&'a [u64]);
-
-impl core::fmt::Display for JsonArray<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("[")?;
-        for (i, value) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{value}")?;
-        }
-        f.write_str("]")
-    }
 }
