@@ -1,5 +1,5 @@
 //! Writing JSON values by hand for the one-line serial records
-//! (`BOOT {json}` and friends): just string escaping.
+//! (`BOOT {json}` and friends): string escaping and arrays of numbers.
 use core::fmt::{self, Write};
 
 /// Displays any `Display` value as a JSON string, quoted and escaped.
@@ -27,5 +27,21 @@ impl Write for Escaper<'_, '_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Displays a slice of numbers as a JSON array.
+pub struct JsonArray<'a>(pub &'a [u64]);
+
+impl core::fmt::Display for JsonArray<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("[")?;
+        for (i, value) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{value}")?;
+        }
+        f.write_str("]")
     }
 }

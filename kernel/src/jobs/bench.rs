@@ -22,7 +22,7 @@ use crate::{
     ExitCode,
     boot::BootInfo,
     heap::{self, HeapStats, lock_trace},
-    json::JsonStr,
+    json::{JsonArray, JsonStr},
     println,
     smp::{self, MAX_CPUS},
     time,
@@ -571,18 +571,3 @@ impl core::fmt::Display for OptionalNumber {
     }
 }
 
-/// Displays a slice of numbers as a JSON array.
-struct JsonArray<'a>(&'a [u64]);
-
-impl core::fmt::Display for JsonArray<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("[")?;
-        for (i, value) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{value}")?;
-        }
-        f.write_str("]")
-    }
-}
