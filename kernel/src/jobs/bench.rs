@@ -570,4 +570,3 @@ impl core::fmt::Display for OptionalNumber {
         }
     }
 }
-
