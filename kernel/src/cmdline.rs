@@ -11,6 +11,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("test_skip", "run kernel tests from this index on (set by the runner)"),
     ("workload", "job=bench: local, xfer, seed or mixed (default: local)"),
     ("ops", "job=bench: operations per CPU (default: 100000)"),
+    ("timer_hz", "local APIC timer rate when code starts the timer, in Hz (default: 10000)"),
 ];
 
 const MAX_OPTIONS: usize = 32;

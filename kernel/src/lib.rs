@@ -21,6 +21,7 @@ pub mod smp;
 pub mod sync;
 pub mod testing;
 pub mod time;
+pub mod timer;
 
 pub use exit::ExitCode;
 

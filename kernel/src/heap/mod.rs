@@ -5,10 +5,12 @@
 //! `docs/allocator.md` has the design.
 mod backend;
 mod global;
+pub mod irq_churn;
 mod platform;
 
 pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend};
 pub use global::{heap, init, print_heapstats_record, print_report, stats};
+pub use irq_churn::IrqChurnCpu;
 pub use platform::{KernelPlatform, on_reclaim_ipi};
 pub use slab_core::{HeapStats, Mode};
 

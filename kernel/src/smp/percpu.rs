@@ -10,7 +10,10 @@ use core::{
     sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
 };
 
-use crate::arch::{self, CpuArchState, interrupts::IrqGuard};
+use crate::{
+    arch::{self, CpuArchState, interrupts::IrqGuard},
+    timer::CpuTimer,
+};
 
 /// The most CPUs the kernel runs on (QEMU's `-smp` up to 64).
 pub const MAX_CPUS: usize = 64;
@@ -26,6 +29,7 @@ pub struct Cpu {
     lapic_id: AtomicU32,
     online: AtomicBool,
     arch: CpuArchState,
+    timer: CpuTimer,
 }
 
 const _: () = assert!(offset_of!(Cpu, self_address) == arch::BLOCK_SELF_OFFSET);
@@ -54,6 +58,7 @@ impl Cpu {
             lapic_id: AtomicU32::new(0),
             online: AtomicBool::new(false),
             arch: CpuArchState::new(),
+            timer: CpuTimer::new(),
         }
     }
 
@@ -70,6 +75,11 @@ impl Cpu {
     /// Whether the CPU has finished its bring-up.
     pub fn is_online(&self) -> bool {
         self.online.load(Ordering::Acquire)
+    }
+
+    /// The CPU's timer state (tick count, heap churn counters).
+    pub fn timer(&self) -> &CpuTimer {
+        &self.timer
     }
 }
 
@@ -148,6 +158,11 @@ impl<'guard> ThisCpu<'guard> {
     /// The architecture's part of the block.
     pub fn arch(&self) -> &'static CpuArchState {
         &self.cpu.arch
+    }
+
+    /// The CPU's timer state.
+    pub fn timer(&self) -> &'static CpuTimer {
+        &self.cpu.timer
     }
 }
 
