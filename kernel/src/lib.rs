@@ -3,6 +3,7 @@
 //! [`entry_point!`]; [`boot::start`] brings every CPU up and then calls it.
 #![no_std]
 #![feature(abi_x86_interrupt)]
+#![feature(alloc_error_handler)]
 
 extern crate alloc;
 

@@ -4,6 +4,7 @@
 //! buddy allocator, for comparison), as the global allocator.
 //! `docs/allocator.md` has the design.
 mod backend;
+mod exhausted;
 mod global;
 pub mod irq_churn;
 mod platform;
