@@ -3,6 +3,7 @@
 //! [`entry_point!`]; [`boot::start`] brings every CPU up and then calls it.
 #![no_std]
 #![feature(abi_x86_interrupt)]
+#![feature(alloc_error_handler)]
 
 extern crate alloc;
 
@@ -22,6 +23,7 @@ pub mod smp;
 pub mod sync;
 pub mod testing;
 pub mod time;
+pub mod timer;
 
 pub use exit::ExitCode;
 

@@ -8,17 +8,40 @@ use core::{
 
 use crate::{ExitCode, arch, console, exit::exit, smp, testing};
 
-/// `cpu index + 1` of the first CPU that panicked; 0 while none has.
+/// `cpu index + 1` of the first CPU that panicked or exhausted the heap; 0
+/// while none has.
 static FIRST_PANIC: AtomicUsize = AtomicUsize::new(0);
 /// Stands for "CPU not known yet" (a panic before the per-CPU blocks exist).
 const UNKNOWN_CPU: usize = usize::MAX - 1;
 
+/// Who reports a fatal event (a panic, heap exhaustion): only the first CPU
+/// to have one does; the others are being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FatalReport {
+    /// This CPU is the first: it reports and ends the run.
+    First,
+    /// This CPU is already reporting one (and had another while doing so).
+    Nested,
+    /// Another CPU is reporting and stopping this one.
+    Another,
+}
+
+/// Claims the fatal report for the running CPU.
+pub(crate) fn claim_fatal_report() -> FatalReport {
+    let cpu = smp::try_current_cpu_index().unwrap_or(UNKNOWN_CPU);
+    match FIRST_PANIC.compare_exchange(0, cpu + 1, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => FatalReport::First,
+        Err(first) if first == cpu + 1 => FatalReport::Nested,
+        Err(_) => FatalReport::Another,
+    }
+}
+
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     let cpu = smp::try_current_cpu_index().unwrap_or(UNKNOWN_CPU);
-    match FIRST_PANIC.compare_exchange(0, cpu + 1, Ordering::SeqCst, Ordering::SeqCst) {
-        Ok(_) => {}
-        Err(first) if first == cpu + 1 => {
+    match claim_fatal_report() {
+        FatalReport::First => {}
+        FatalReport::Nested => {
             console::write_fmt_for_panic(format_args!(
                 "PANIC cpu={} (while panicking) at {}: {}\n",
                 CpuName(cpu),
@@ -28,7 +51,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
             exit(ExitCode::Failure);
         }
         // Another CPU is already reporting its panic and stopping us.
-        Err(_) => arch::halt_forever(),
+        FatalReport::Another => arch::halt_forever(),
     }
     smp::stop_other_cpus();
     if testing::panic_was_expected() {

@@ -21,7 +21,7 @@ use crate::{
     heap,
     json::JsonStr,
     memory::frames,
-    println, smp, time,
+    println, smp, time, timer,
 };
 
 /// The most usable memory regions the kernel keeps track of.
@@ -99,6 +99,7 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
 
     let (allocator, heap_bytes) =
         heap::init(cmdline).unwrap_or_else(|e| boot_error(format_args!("heap: {e}")));
+    timer::configure(cmdline).unwrap_or_else(|e| boot_error(format_args!("timer: {e}")));
 
     let info = BOOT_INFO.call_once(|| BootInfo {
         bootloader_name: responses.bootloader_name,

@@ -1,6 +1,11 @@
 //! The global allocator instance, its set-up at boot from the command line
 //! (`heap=SIZE`, `alloc=slab|locked`), and its reports.
-use core::alloc::{GlobalAlloc, Layout};
+use core::{
+    alloc::{GlobalAlloc, Layout},
+    ptr,
+};
+
+use spin::Once;
 
 use super::{AllocatorChoice, HeapBackend, KernelHeap, KernelPlatform, backend::ALLOCATORS};
 use crate::{
@@ -13,18 +18,61 @@ use slab_core::HeapStats;
 /// The allocator when the command line names none.
 const DEFAULT_ALLOCATOR: &str = "slab";
 
-/// `SlabHeap` as Rust's global allocator.
-struct GlobalHeap(KernelHeap);
+/// Requests up to this size and alignment fit any heap the kernel accepts
+/// (at least `MIN_HEAP_BYTES`), so only larger ones are checked against the
+/// heap region before they reach the allocator.
+const ALWAYS_PLAUSIBLE_BYTES: usize = 4096;
+
+/// `SlabHeap` as Rust's global allocator, with the region it manages.
+struct GlobalHeap(KernelHeap, Once<HeapRegion>);
 
 #[global_allocator]
-static HEAP: GlobalHeap = GlobalHeap(KernelHeap::new(HeapBackend::empty(), KernelPlatform));
+static HEAP: GlobalHeap =
+    GlobalHeap(KernelHeap::new(HeapBackend::empty(), KernelPlatform), Once::new());
+
+/// The heap's address range.
+struct HeapRegion {
+    start: usize,
+    end: usize,
+}
+
+impl HeapRegion {
+    /// Whether some block of the region could ever have `layout`: an
+    /// address in it aligned to `layout.align()` with the whole block
+    /// inside, and no address of the region wrapping around when rounded up
+    /// to that alignment (backends round up unchecked: without this,
+    /// `linked_list_allocator` panics on an alignment of 2^62).
+    fn could_hold(&self, layout: Layout) -> bool {
+        let align = layout.align();
+        let Some(first) = self.start.checked_next_multiple_of(align) else {
+            return false;
+        };
+        first.checked_add(layout.size()).is_some_and(|block_end| block_end <= self.end)
+            && self.end.checked_next_multiple_of(align).is_some()
+    }
+}
+
+impl GlobalHeap {
+    /// Whether the heap could serve `layout` if it were empty. Requests that
+    /// never can (absurd sizes or alignments) get null at once: no reclaim
+    /// round, and no backend arithmetic that overflows.
+    #[inline]
+    fn could_ever_serve(&self, layout: Layout) -> bool {
+        (layout.size() <= ALWAYS_PLAUSIBLE_BYTES && layout.align() <= ALWAYS_PLAUSIBLE_BYTES)
+            || self.1.get().is_none_or(|region| region.could_hold(layout))
+    }
+}
 
 // SAFETY: `SlabHeap::alloc` returns null or a block valid for the layout
 // that overlaps no live block; `dealloc` and `realloc` are forwarded with
-// the caller's guarantees, which are exactly `SlabHeap`'s requirements.
+// the caller's guarantees, which are exactly `SlabHeap`'s requirements;
+// the region check only turns requests into null.
 unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !self.could_ever_serve(layout) {
+            return ptr::null_mut();
+        }
         self.0.alloc(layout)
     }
 
@@ -35,6 +83,12 @@ unsafe impl GlobalAlloc for GlobalHeap {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        if !self.could_ever_serve(new_layout) {
+            return ptr::null_mut();
+        }
         // SAFETY: forwarded: `ptr` came from this allocator with `layout`
         // and `new_size` is non-zero and fits `isize` when aligned.
         unsafe { self.0.realloc(ptr, layout, new_size) }
@@ -83,6 +137,7 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
         // writable, for the heap alone; nothing else uses that range.
         *backend = unsafe { HeapBackend::over(choice.backend, start as *mut u8, length) };
     });
+    HEAP.1.call_once(|| HeapRegion { start, end: start + length });
     HEAP.0.set_mode(choice.mode).expect("the heap is empty at boot, so its mode can be set");
     ALLOCATOR_NAME.call_once(|| choice.name);
     Ok((choice, length))

@@ -4,14 +4,17 @@
 //! buddy allocator, for comparison), as the global allocator.
 //! `docs/allocator.md` has the design.
 mod backend;
+mod exhausted;
 mod global;
+pub mod irq_churn;
 pub mod lock_trace;
 mod platform;
 
 pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend};
 pub use global::{heap, init, print_heapstats_record, print_report, stats};
+pub use irq_churn::IrqChurnCpu;
 pub use platform::{KernelPlatform, on_reclaim_ipi};
-pub use slab_core::{HeapStats, Mode};
+pub use slab_core::{HeapStats, Mode, SizeClass};
 
 /// The kernel's heap type.
 pub type KernelHeap = slab_core::SlabHeap<HeapBackend, KernelPlatform>;

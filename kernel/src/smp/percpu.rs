@@ -11,7 +11,10 @@ use core::{
 };
 
 use super::nmi_slot::{Interrupted, NmiSlot};
-use crate::arch::{self, CpuArchState, interrupts::IrqGuard};
+use crate::{
+    arch::{self, CpuArchState, interrupts::IrqGuard},
+    timer::CpuTimer,
+};
 
 /// The most CPUs the kernel runs on (QEMU's `-smp` up to 64).
 pub const MAX_CPUS: usize = 64;
@@ -29,6 +32,7 @@ pub struct Cpu {
     /// Where the last NMI dump found this CPU (written by it, read by any).
     nmi: NmiSlot,
     arch: CpuArchState,
+    timer: CpuTimer,
 }
 
 const _: () = assert!(offset_of!(Cpu, self_address) == arch::BLOCK_SELF_OFFSET);
@@ -58,6 +62,7 @@ impl Cpu {
             online: AtomicBool::new(false),
             nmi: NmiSlot::new(),
             arch: CpuArchState::new(),
+            timer: CpuTimer::new(),
         }
     }
 
@@ -79,6 +84,11 @@ impl Cpu {
     /// Where the NMI dump found this CPU.
     pub fn nmi_slot(&self) -> &NmiSlot {
         &self.nmi
+    }
+
+    /// The CPU's timer state (tick count, heap churn counters).
+    pub fn timer(&self) -> &CpuTimer {
+        &self.timer
     }
 }
 
@@ -163,6 +173,11 @@ impl<'guard> ThisCpu<'guard> {
     /// The architecture's part of the block.
     pub fn arch(&self) -> &'static CpuArchState {
         &self.cpu.arch
+    }
+
+    /// The CPU's timer state.
+    pub fn timer(&self) -> &'static CpuTimer {
+        &self.cpu.timer
     }
 }
 

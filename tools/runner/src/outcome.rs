@@ -10,6 +10,9 @@ pub const QEMU_FAILURE: i32 = 35;
 pub const QEMU_HEAP_EXHAUSTED: i32 = 37;
 pub const QEMU_TEST_RESUME: i32 = 39;
 
+/// How the kernel's readable line about heap exhaustion begins.
+const HEAP_EXHAUSTED_LINE: &str = "heap exhausted: ";
+
 /// The runner's exit codes.
 pub const EXIT_SUCCESS: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -72,10 +75,17 @@ impl Verdict {
                     None => "kernel reported failure (no serial output)".to_string(),
                 },
             },
-            Self::HeapExhausted => match lines.iter().rev().find(|line| !line.trim().is_empty()) {
-                Some(last) => format!("kernel heap exhausted (last serial line: {last})"),
-                None => "kernel heap exhausted (its allocation error handler ran)".to_string(),
-            },
+            Self::HeapExhausted => {
+                match lines.iter().rev().find(|line| line.contains(HEAP_EXHAUSTED_LINE)) {
+                    Some(report) => format!("kernel {}", report.trim()),
+                    None => match lines.iter().rev().find(|line| !line.trim().is_empty()) {
+                        Some(last) => format!("kernel heap exhausted (last serial line: {last})"),
+                        None => {
+                            "kernel heap exhausted (its allocation error handler ran)".to_string()
+                        }
+                    },
+                }
+            }
             Self::Resume => {
                 "kernel asked to resume (QEMU status 39) without a usable TEST-RESUME line"
                     .to_string()
@@ -175,5 +185,13 @@ mod tests {
             "timeout after 120 s"
         );
         assert!(Verdict::HeapExhausted.reason(&[], "", None).unwrap().contains("heap exhausted"));
+        let serial = lines(&[
+            "heap exhausted: cpu 1 could not allocate 64 bytes aligned to 8 (alloc=slab, ...)",
+            r#"HEAPSTATS {"alloc":"slab"}"#,
+        ]);
+        assert_eq!(
+            Verdict::HeapExhausted.reason(&serial, "", None).unwrap(),
+            "kernel heap exhausted: cpu 1 could not allocate 64 bytes aligned to 8 (alloc=slab, ...)"
+        );
     }
 }

@@ -189,15 +189,27 @@ fn run_boots(cli: &Cli, epoch: Instant) -> anyhow::Result<i32> {
         let outcome = boot(&config).with_context(|| format!("cannot start {QEMU}"))?;
         boot_line_at = boot_line_at.or(outcome.boot_line_at);
         summary.add_boot(&outcome.lines, outcome.duration);
-        if Verdict::of(outcome.status) != Verdict::Resume {
-            break outcome;
-        }
-        match serial::resume_point(&outcome.lines) {
-            Some(next) if next > skip && summary.boots < summary.boot_limit() => {
-                println!("runner: a should_panic test passed; booting again with test_skip={next}");
+        let resume = match Verdict::of(outcome.status) {
+            Verdict::Resume => serial::resume_point(&outcome.lines)
+                .map(|next| (next, "a should_panic test passed".to_string())),
+            // A test that declared it exhausts the heap did: its pass.
+            Verdict::HeapExhausted if is_test => serial::expected_heap_exhaustion(&outcome.lines)
+                .map(|expected| {
+                    summary.pass_by_expected_exit(&expected);
+                    let why = format!(
+                        "test {:#04x} {} exhausted the heap as it declared",
+                        expected.index, expected.name
+                    );
+                    (expected.index + 1, why)
+                }),
+            _ => break outcome,
+        };
+        match resume {
+            Some((next, why)) if next > skip && summary.boots < summary.boot_limit() => {
+                println!("runner: {why}; booting again with test_skip={next}");
                 skip = next;
             }
-            Some(next) if next <= skip => {
+            Some((next, _)) if next <= skip => {
                 resume_problem =
                     Some(format!("kernel asked to resume at test {next} again (no progress)"));
                 break outcome;

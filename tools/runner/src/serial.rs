@@ -9,6 +9,20 @@ pub struct TestLine {
     pub passed: bool,
 }
 
+/// `TEST-EXPECT {"test":K,"name":"...","exit":"heap-exhausted"}`: test K
+/// passes only by ending the boot with that exit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedExit {
+    pub index: usize,
+    pub name: String,
+    /// The exit's name: [`HEAP_EXHAUSTED_EXIT`] is the only one so far.
+    pub exit: String,
+}
+
+/// The `exit` of a test that passes by exhausting the heap (kernel exit
+/// code `0x12`).
+pub const HEAP_EXHAUSTED_EXIT: &str = "heap-exhausted";
+
 /// What a serial line says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -24,6 +38,11 @@ pub enum Record<'a> {
     Panic(&'a str),
     /// `NMIDUMP {json}`: one line of the NMI dump; the JSON text.
     NmiDump(&'a str),
+    /// `TEST-EXPECT {json}`: the test about to run passes by this exit.
+    Expect(ExpectedExit),
+    /// `HEAP-EXHAUSTED {json}`: the allocation error handler's report; the
+    /// JSON text.
+    HeapExhausted(&'a str),
     /// Anything else.
     Other,
 }
@@ -44,6 +63,12 @@ pub fn parse(line: &str) -> Record<'_> {
     }
     if let Some(next) = parse_resume(line) {
         return Record::Resume(next);
+    }
+    if let Some(expected) = parse_expect(line) {
+        return Record::Expect(expected);
+    }
+    if let Some(at) = line.find("HEAP-EXHAUSTED {") {
+        return Record::HeapExhausted(line[at + "HEAP-EXHAUSTED ".len()..].trim());
     }
     if let Some(count) = parse_running(line) {
         return Record::Running(count);
@@ -73,6 +98,38 @@ fn parse_resume(line: &str) -> Option<usize> {
     let json = &line[line.find("TEST-RESUME ")? + "TEST-RESUME ".len()..];
     let value: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
     value.get("next")?.as_u64()?.try_into().ok()
+}
+
+fn parse_expect(line: &str) -> Option<ExpectedExit> {
+    let json = &line[line.find("TEST-EXPECT ")? + "TEST-EXPECT ".len()..];
+    let value: serde_json::Value = serde_json::from_str(json.trim()).ok()?;
+    Some(ExpectedExit {
+        index: value.get("test")?.as_u64()?.try_into().ok()?,
+        name: value.get("name")?.as_str()?.to_string(),
+        exit: value.get("exit")?.as_str()?.to_string(),
+    })
+}
+
+/// The test of one boot's `lines` that declared it exhausts the heap, if
+/// the boot shows it did: its `TEST-EXPECT` line (the last one), then the
+/// allocation error handler's `HEAP-EXHAUSTED` report, and no result line
+/// for it. The caller checks that the boot ended with the heap-exhausted
+/// exit code.
+pub fn expected_heap_exhaustion(lines: &[String]) -> Option<ExpectedExit> {
+    let (at, expected) =
+        lines.iter().enumerate().rev().find_map(|(at, line)| match parse(line) {
+            Record::Expect(expected) => Some((at, expected)),
+            _ => None,
+        })?;
+    let mut reported = false;
+    for line in &lines[at + 1..] {
+        match parse(line) {
+            Record::HeapExhausted(_) => reported = true,
+            Record::Test(test) if test.index == expected.index => return None,
+            _ => {}
+        }
+    }
+    (reported && expected.exit == HEAP_EXHAUSTED_EXIT).then_some(expected)
 }
 
 /// The first `PANIC cpu=...` report in `lines`.
@@ -171,5 +228,35 @@ mod tests {
         assert_eq!(resume_point(&lines), Some(1));
         assert_eq!(first_panic(&lines[..1]), None);
         assert_eq!(resume_point(&lines[..3]), None);
+    }
+
+    #[test]
+    fn expected_exits() {
+        let expect = r#"TEST-EXPECT {"test":3,"name":"fills_the_heap","exit":"heap-exhausted"}"#;
+        let expected = ExpectedExit {
+            index: 3,
+            name: "fills_the_heap".into(),
+            exit: HEAP_EXHAUSTED_EXIT.into(),
+        };
+        assert_eq!(parse(expect), Record::Expect(expected.clone()));
+        assert_eq!(parse(r#"TEST-EXPECT {"test":3}"#), Record::Other);
+        let report = r#"HEAP-EXHAUSTED {"cpu":1,"size":1024}"#;
+        assert_eq!(parse(report), Record::HeapExhausted(r#"{"cpu":1,"size":1024}"#));
+        let lines = |text: &[&str]| -> Vec<String> { text.iter().map(|s| s.to_string()).collect() };
+        let boot = lines(&["running 4 tests", expect, "heap exhausted: ...", report]);
+        assert_eq!(expected_heap_exhaustion(&boot), Some(expected));
+        // No report from the allocation error handler: not the expected end.
+        assert_eq!(expected_heap_exhaustion(&boot[..3]), None);
+        // The kernel reported the test itself (it failed, or returned).
+        let failed = lines(&[expect, report, "Initiating test 0x03 fills_the_heap... [Fail]"]);
+        assert_eq!(expected_heap_exhaustion(&failed), None);
+        // Another test exhausted the heap after the declaring one finished.
+        let later = lines(&[
+            expect,
+            "Initiating test 0x03 fills_the_heap... [Fail] (did not exhaust the heap)",
+            report,
+        ]);
+        assert_eq!(expected_heap_exhaustion(&later), None);
+        assert_eq!(expected_heap_exhaustion(&lines(&[report])), None);
     }
 }

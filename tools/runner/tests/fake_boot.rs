@@ -120,6 +120,52 @@ fn test_binary_resumes_after_a_should_panic_test() {
 }
 
 #[test]
+fn test_binary_resumes_after_a_test_that_exhausts_the_heap_as_declared() {
+    if !have_qemu() {
+        return;
+    }
+    let first = "running 2 tests\n\
+                 TEST-EXPECT {\"test\":0,\"name\":\"fills_the_heap\",\"exit\":\"heap-exhausted\"}\n\
+                 heap exhausted: cpu 0 could not allocate 64 bytes aligned to 8\n\
+                 HEAP-EXHAUSTED {\"cpu\":0,\"size\":64}\n";
+    let later = "running 2 tests\nInitiating test 0x01 after_it... [Pass] (0.1 ms)\n";
+    let setup = Setup::new((first, End::Exit(0x12)), (later, End::Exit(0x10)), true);
+    let run = setup.run(&["--smp", "1"]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(run.has_line(
+        "runner: test 0x00 fills_the_heap exhausted the heap as it declared; booting again with test_skip=1"
+    ));
+    let result = run.stdout.lines().last().unwrap();
+    assert!(result.starts_with("test result: ok. 2 passed; 0 failed;"), "{result}");
+}
+
+#[test]
+fn test_binary_exhausting_the_heap_undeclared_or_unreported_fails() {
+    if !have_qemu() {
+        return;
+    }
+    let report = "heap exhausted: cpu 0 could not allocate 64 bytes aligned to 8\n\
+                  HEAP-EXHAUSTED {\"cpu\":0,\"size\":64}\n";
+    let undeclared = format!("running 1 test\n{report}Initiating test 0x00 fine... [Fail]\n");
+    let unreported = "running 1 test\n\
+                      TEST-EXPECT {\"test\":0,\"name\":\"fills\",\"exit\":\"heap-exhausted\"}\n";
+    for first in [undeclared.as_str(), unreported] {
+        let setup = Setup::new((first, End::Exit(0x12)), ("", End::Exit(0x10)), true);
+        let run = setup.run(&["--smp", "1"]);
+        assert_eq!(run.code, Some(3), "{}", run.stdout);
+        assert!(
+            run.stdout
+                .lines()
+                .any(|line| line.starts_with("runner: ") && line.contains("kernel heap exhausted")),
+            "{}",
+            run.stdout
+        );
+        let result = run.stdout.lines().last().unwrap();
+        assert!(result.starts_with("test result: FAILED. 0 passed; 1 failed;"), "{result}");
+    }
+}
+
+#[test]
 fn test_binary_with_a_failing_test() {
     if !have_qemu() {
         return;

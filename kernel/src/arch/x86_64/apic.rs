@@ -1,9 +1,16 @@
 //! The local APIC of each CPU, through the `x2apic` crate: x2APIC where the
 //! CPU has it (MSR access), xAPIC otherwise (MMIO, mapped once by the
 //! bootstrap CPU). QEMU 7.2 under TCG offers only xAPIC.
+//!
+//! The timer runs in periodic mode, programmed through the crate's register
+//! accessors, which are the same for xAPIC (MMIO) and x2APIC (MSRs). The
+//! TSC-deadline mode is not used: it is one-shot (the handler would re-arm
+//! the `IA32_TSC_DEADLINE` MSR every tick) and not every CPU model has it.
 use ::x86_64::{PhysAddr, registers::model_specific::Msr};
 use core::sync::atomic::{AtomicU64, Ordering};
-use x2apic::lapic::{IpiAllShorthand, LocalApic, LocalApicBuilder, TimerMode};
+use x2apic::lapic::{IpiAllShorthand, LocalApic, LocalApicBuilder, TimerDivide, TimerMode};
+
+use super::cpu::read_timestamp;
 
 use crate::smp::{CpuLocalCell, ThisCpu};
 
@@ -26,6 +33,15 @@ const XAPIC_LVT_LINT1_OFFSET: u64 = 0x360;
 const X2APIC_LVT_LINT1_MSR: u32 = 0x835;
 /// LVT value: deliver as an NMI (delivery mode 0b100), edge, not masked.
 const LVT_DELIVER_NMI: u32 = 0b100 << 8;
+
+/// The timer's divider: its count runs at the APIC clock over 16 (62.5 MHz
+/// under QEMU), so one tick of the counter is a few cycles and a 32-bit
+/// count covers over a minute.
+const TIMER_DIVIDE: TimerDivide = TimerDivide::Div16;
+/// Timer calibration windows measured; the median counts.
+const TIMER_CALIBRATION_WINDOWS: usize = 5;
+/// Length of one calibration window, in thousandths of a second.
+const TIMER_CALIBRATION_WINDOW_MS: u64 = 2;
 
 /// How this machine's local APICs are programmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,4 +177,62 @@ pub fn try_send_nmi_to_others(this: &ThisCpu<'_>) -> bool {
             true
         })
         .unwrap_or(false)
+}
+
+/// Measures this CPU's local APIC timer against the timestamp counter, whose
+/// frequency is `timestamp_hz`: the timer's count rate in ticks per second
+/// (at the divider [`start_periodic_timer`] uses), or `None` if the timer
+/// does not count. Leaves the timer stopped.
+pub fn measure_timer_hz(this: &ThisCpu<'_>, timestamp_hz: u64) -> Option<u64> {
+    let window_cycles = timestamp_hz / 1000 * TIMER_CALIBRATION_WINDOW_MS;
+    let mut estimates = [0u64; TIMER_CALIBRATION_WINDOWS];
+    for estimate in &mut estimates {
+        *estimate = with_apic(this, |apic| {
+            // SAFETY: this CPU's APIC; a masked one-shot countdown delivers
+            // no interrupt, and the timer is stopped again below.
+            let (counted, start, end) = unsafe {
+                apic.disable_timer();
+                apic.set_timer_divide(TIMER_DIVIDE);
+                apic.set_timer_mode(TimerMode::OneShot);
+                let start = read_timestamp();
+                apic.set_timer_initial(u32::MAX);
+                while read_timestamp() - start < window_cycles {
+                    core::hint::spin_loop();
+                }
+                let counted = u32::MAX - apic.timer_current();
+                let end = read_timestamp();
+                apic.set_timer_initial(0);
+                (counted, start, end)
+            };
+            u128::from(counted) * u128::from(timestamp_hz) / u128::from(end - start).max(1)
+        }) as u64;
+    }
+    estimates.sort_unstable();
+    let median = estimates[TIMER_CALIBRATION_WINDOWS / 2];
+    (median != 0).then_some(median)
+}
+
+/// Starts this CPU's timer in periodic mode: an interrupt on
+/// [`TIMER_VECTOR`] every `count` timer ticks (at the rate
+/// [`measure_timer_hz`] measured).
+pub fn start_periodic_timer(this: &ThisCpu<'_>, count: u32) {
+    // SAFETY: this CPU's APIC; the timer vector's handler is in the IDT of
+    // every CPU, and the count is written before the timer is unmasked.
+    with_apic(this, |apic| unsafe {
+        apic.disable_timer();
+        apic.set_timer_divide(TIMER_DIVIDE);
+        apic.set_timer_mode(TimerMode::Periodic);
+        apic.set_timer_initial(count);
+        apic.enable_timer();
+    });
+}
+
+/// Stops this CPU's timer (an interrupt already pending is still delivered).
+pub fn stop_timer(this: &ThisCpu<'_>) {
+    // SAFETY: this CPU's APIC; masking the timer and clearing its count
+    // only stops it.
+    with_apic(this, |apic| unsafe {
+        apic.disable_timer();
+        apic.set_timer_initial(0);
+    });
 }

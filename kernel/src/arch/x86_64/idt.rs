@@ -74,7 +74,10 @@ extern "x86-interrupt" fn non_maskable_interrupt(frame: InterruptStackFrame) {
 }
 
 extern "x86-interrupt" fn timer(_frame: InterruptStackFrame) {
-    smp::with_this_cpu(apic::end_of_interrupt);
+    smp::with_this_cpu(|this| {
+        crate::timer::on_tick(this);
+        apic::end_of_interrupt(this);
+    });
 }
 
 extern "x86-interrupt" fn wakeup(_frame: InterruptStackFrame) {
