@@ -14,7 +14,7 @@
 use kernel::{
     ExitCode,
     boot::BootInfo,
-    heap::irq_churn,
+    heap::{self, irq_churn},
     jobs::stress,
     println, smp,
     smp::MAX_CPUS,
@@ -119,6 +119,7 @@ fn timer_ticks_at_the_calibrated_rate_on_every_cpu() {
 #[test_case]
 fn timer_interrupts_allocate_on_every_cpu_during_the_stress() {
     let free_before = stress::drained_free_bytes();
+    let uncached_before = heap::stats().total.uncached_small_ops;
     let before = Counts::now();
     let hz = start(TickWork::HeapChurn);
     let stopwatch = Stopwatch::start();
@@ -154,6 +155,15 @@ fn timer_interrupts_allocate_on_every_cpu_during_the_stress() {
         ticks += counts.ticks[cpu];
     }
     let total = counts.total_allocations();
+    let uncached = heap::stats().total.uncached_small_ops - uncached_before;
+    let slab_mode = heap::heap().mode() == heap::Mode::Slab;
+    if slab_mode {
+        // In slab mode only a handler that lands inside a heap operation of
+        // the code it interrupted (its CPU's slot busy) goes around the cache.
+        println!(
+            "irq_alloc: {uncached} handler operations landed inside an interrupted heap operation and went around the busy cache"
+        );
+    }
     println!(
         "irq_alloc: total: {total} handler allocations, {ticks} ticks on {} cpus at timer_hz={hz}, {cases_run} stress cases, {elapsed_ms} ms, alloc={}",
         counts.cpus,
@@ -166,6 +176,10 @@ fn timer_interrupts_allocate_on_every_cpu_during_the_stress() {
             "cpu {cpu}: handler frees and allocations differ after the release"
         );
     }
+    assert!(
+        !slab_mode || uncached > 0,
+        "no handler operation ever found its CPU's heap slot busy: the interrupted-operation path went untested"
+    );
     assert!(
         total >= REQUIRED_HANDLER_ALLOCATIONS,
         "{total} handler allocations after {cases_run} stress cases, fewer than {REQUIRED_HANDLER_ALLOCATIONS}"

@@ -260,6 +260,7 @@ impl CpuSlot {
                 refills,
                 flushes,
                 cross_cpu_frees: counters.cross_cpu_frees.get(),
+                uncached_ops: counters.uncached_allocs.get() + counters.uncached_frees.get(),
                 cached_bytes: cached * class.size() as u64,
             };
         }

@@ -150,6 +150,10 @@ pub struct ClassStats {
     pub flushes: u64,
     /// Frees of objects another CPU allocated.
     pub cross_cpu_frees: u64,
+    /// Allocations plus frees that went around the cache, straight to the
+    /// slabs or the backend: every one in locked mode; in slab mode those of
+    /// an interrupt handler that found its CPU's slot busy.
+    pub uncached_ops: u64,
     /// Bytes of free objects the CPU holds now.
     pub cached_bytes: u64,
 }
@@ -220,6 +224,7 @@ impl CpuStats {
             summary.refills += class.refills;
             summary.flushes += class.flushes;
             summary.cross_cpu_frees += class.cross_cpu_frees;
+            summary.uncached_small_ops += class.uncached_ops;
             summary.cached_bytes += class.cached_bytes;
         }
         summary
@@ -241,6 +246,8 @@ pub struct CpuSummary {
     pub flushes: u64,
     /// Frees of objects allocated on another CPU.
     pub cross_cpu_frees: u64,
+    /// Small operations that went around the CPU cache (`ClassStats::uncached_ops`).
+    pub uncached_small_ops: u64,
     /// Bytes of free objects held in CPU caches now.
     pub cached_bytes: u64,
     /// Allocations plus frees served by the backend directly.
@@ -256,6 +263,7 @@ impl CpuSummary {
         self.refills += other.refills;
         self.flushes += other.flushes;
         self.cross_cpu_frees += other.cross_cpu_frees;
+        self.uncached_small_ops += other.uncached_small_ops;
         self.cached_bytes += other.cached_bytes;
         self.large_ops += other.large_ops;
         self.lock.accumulate(&other.lock);
@@ -312,8 +320,9 @@ impl HeapStats {
     /// `lock_wait_cycles`, `lock_hold_cycles`, `heap_used_bytes`,
     /// `heap_free_bytes`, `heap_peak_bytes`, `cached_bytes`,
     /// `cross_cpu_frees`, then `lock_max_wait_cycles`, `refills`, `flushes`,
-    /// `large_ops`, `slabs`, and last `per_cpu`, an array of objects with
-    /// `cpu` and the same per-CPU figures in the same order.
+    /// `large_ops`, `slabs`, `uncached_small_ops`, and last `per_cpu`, an
+    /// array of objects with `cpu` and the same per-CPU figures in the same
+    /// order.
     pub fn write_json(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let alloc = self.allocator.unwrap_or(self.mode.name());
         write!(
@@ -342,14 +351,16 @@ impl HeapStats {
         write!(
             out,
             ",\"cached_bytes\":{},\"cross_cpu_frees\":{},\"lock_max_wait_cycles\":{}\
-             ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"slabs\":{},\"per_cpu\":[",
+             ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"slabs\":{}\
+             ,\"uncached_small_ops\":{},\"per_cpu\":[",
             t.cached_bytes,
             t.cross_cpu_frees,
             t.lock.max_wait_cycles,
             t.refills,
             t.flushes,
             t.large_ops,
-            self.heap.slabs
+            self.heap.slabs,
+            t.uncached_small_ops
         )?;
         for (i, cpu) in self.per_cpu().iter().enumerate() {
             if i > 0 {
@@ -360,7 +371,7 @@ impl HeapStats {
                 "{{\"cpu\":{},\"small_ops\":{},\"cache_hits\":{},\"lock_acquisitions\":{}\
                  ,\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{}\
                  ,\"cached_bytes\":{},\"cross_cpu_frees\":{},\"lock_max_wait_cycles\":{}\
-                 ,\"refills\":{},\"flushes\":{},\"large_ops\":{}}}",
+                 ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"uncached_small_ops\":{}}}",
                 cpu.cpu,
                 cpu.small_ops,
                 cpu.cache_hits,
@@ -373,7 +384,8 @@ impl HeapStats {
                 cpu.lock.max_wait_cycles,
                 cpu.refills,
                 cpu.flushes,
-                cpu.large_ops
+                cpu.large_ops,
+                cpu.uncached_small_ops
             )?;
         }
         out.write_str("]}")
@@ -541,6 +553,7 @@ mod tests {
                 refills: 1,
                 flushes: 1,
                 cross_cpu_frees: cpu,
+                uncached_small_ops: 0,
                 cached_bytes: 64,
                 large_ops: 2,
                 lock: LockStats {
@@ -563,13 +576,14 @@ mod tests {
             r#"{"alloc":"slab","mode":"slab","cpus":2,"small_ops":21,"cache_hits":16,"lock_acquisitions":8,"#,
             r#""lock_contended":1,"lock_wait_cycles":14,"lock_hold_cycles":60,"heap_used_bytes":100,"#,
             r#""heap_free_bytes":900,"heap_peak_bytes":150,"cached_bytes":128,"cross_cpu_frees":1,"#,
-            r#""lock_max_wait_cycles":6,"refills":2,"flushes":2,"large_ops":4,"slabs":1,"per_cpu":["#,
+            r#""lock_max_wait_cycles":6,"refills":2,"flushes":2,"large_ops":4,"slabs":1,"#,
+            r#""uncached_small_ops":0,"per_cpu":["#,
             r#"{"cpu":0,"small_ops":10,"cache_hits":8,"lock_acquisitions":4,"lock_contended":0,"#,
             r#""lock_wait_cycles":7,"lock_hold_cycles":30,"cached_bytes":64,"cross_cpu_frees":0,"#,
-            r#""lock_max_wait_cycles":5,"refills":1,"flushes":1,"large_ops":2},"#,
+            r#""lock_max_wait_cycles":5,"refills":1,"flushes":1,"large_ops":2,"uncached_small_ops":0},"#,
             r#"{"cpu":1,"small_ops":11,"cache_hits":8,"lock_acquisitions":4,"lock_contended":1,"#,
             r#""lock_wait_cycles":7,"lock_hold_cycles":30,"cached_bytes":64,"cross_cpu_frees":1,"#,
-            r#""lock_max_wait_cycles":6,"refills":1,"flushes":1,"large_ops":2}]}"#
+            r#""lock_max_wait_cycles":6,"refills":1,"flushes":1,"large_ops":2,"uncached_small_ops":0}]}"#
         );
         assert_eq!(json, expected);
         assert!(!json.contains('\n'));

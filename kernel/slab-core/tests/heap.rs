@@ -327,7 +327,7 @@ fn stats_json_and_report_describe_the_heap() {
     unsafe { heap.dealloc(block, l) };
     let json = heap.stats().json().to_string();
     assert!(
-        json.starts_with(r#"{"alloc":"slab","cpus":2,"small_ops":2,"cache_hits":1,"#),
+        json.starts_with(r#"{"alloc":"slab","mode":"slab","cpus":2,"small_ops":2,"cache_hits":1,"#),
         "{json}"
     );
     assert!(json.contains(r#""per_cpu":[{"cpu":0,"small_ops":0,"#), "{json}");
