@@ -9,7 +9,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("heap", "heap size, e.g. 32M (default: 32M)"),
     ("alloc", "heap allocator: slab, locked, talc, buddy, slab-talc, slab-buddy (default: slab)"),
     ("test_skip", "run kernel tests from this index on (set by the runner)"),
-    ("workload", "job=bench: local, xfer, seed or mixed (default: local)"),
+    ("workload", "job=bench: local, xfer, seed, mixed or null (default: local)"),
     ("ops", "job=bench: operations per CPU (default: 100000); job=soak: in all (default: 1000000)"),
     ("seed", "job=soak: random seed, decimal or 0x hex (default: 1)"),
     ("trace", "job=bench: on records the global-lock timeline (LOCKTRACE lines; default: off)"),

@@ -8,7 +8,9 @@
 //! - `seed`: the chapter's cases (a `Box`, a 1000-element `Vec`, a burst of
 //!   boxes) repeated;
 //! - `mixed`: sizes from 8 B to 64 KiB with realloc, so large objects reach
-//!   the backing heap.
+//!   the backing heap;
+//! - `null`: `local`'s loop with no allocator, for the machine's own
+//!   scaling (no allocator can scale better).
 //!
 //! Each run: a warm-up job, then a timed job behind the start barrier;
 //! `ops=` operations (allocations plus frees) per CPU.
@@ -43,7 +45,7 @@ const RING_SLOTS: usize = 1024;
 const XFER_BATCH_OPS: u64 = 64;
 
 /// The workloads `workload=` accepts.
-pub const WORKLOADS: &[&str] = &["local", "xfer", "seed", "mixed"];
+pub const WORKLOADS: &[&str] = &["local", "xfer", "seed", "mixed", "null"];
 
 /// What one CPU measured.
 struct CpuRun {
@@ -58,7 +60,7 @@ struct CpuRun {
 pub fn run_job(boot: &'static BootInfo) -> ExitCode {
     let workload = boot.cmdline.get("workload").unwrap_or("local");
     let Some(body) = workload_body(workload) else {
-        println!("bench: unknown workload '{workload}' (known: local, xfer, seed, mixed)");
+        println!("bench: unknown workload '{workload}' (known: local, xfer, seed, mixed, null)");
         return ExitCode::Failure;
     };
     let ops_per_cpu = match boot.cmdline.get("ops").map(str::parse::<u64>) {
@@ -107,6 +109,7 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
 fn workload_body(name: &str) -> Option<fn(usize, u64) -> CpuRun> {
     Some(match name {
         "local" => local,
+        "null" => null,
         "xfer" => xfer,
         "seed" => seed,
         "mixed" => mixed,
@@ -134,28 +137,32 @@ fn timed_batches(ops: u64, mut batch: impl FnMut() -> u64) -> CpuRun {
 
 fn local(_cpu: usize, ops: u64) -> CpuRun {
     let mut objects = [core::ptr::null_mut(); LOCAL_BATCH_OBJECTS];
-    timed_batches(ops, || local_batch::<GlobalHeap>(&mut objects))
+    timed_batches(ops, || local_batch(&GlobalHeap, &mut objects))
+}
+
+/// `null`: `local`'s loop with no allocator at all, on every CPU: how the
+/// machine itself scales (the ceiling for any allocator's scaling), and,
+/// on one CPU, what `harness_cycles_per_pair` subtracts.
+fn null(_cpu: usize, ops: u64) -> CpuRun {
+    let mut scratch = [0u8; LOCAL_SIZES[LOCAL_SIZES.len() - 1]];
+    let allocator = NoAllocator { scratch: scratch.as_mut_ptr() };
+    let mut objects = [core::ptr::null_mut(); LOCAL_BATCH_OBJECTS];
+    timed_batches(ops, || local_batch(&allocator, &mut objects))
 }
 
 /// `local`'s loop with the allocator calls replaced by nothing (no-op
 /// "allocations" from a scratch buffer): what the workload itself costs.
 /// Run on one CPU before the timed run, for `harness_cycles_per_op`.
 fn local_harness(ops: u64) -> CpuRun {
-    let scratch = vec![0u8; LOCAL_SIZES[LOCAL_SIZES.len() - 1]];
-    SCRATCH.store(scratch.as_ptr().cast_mut(), Ordering::Relaxed);
-    let mut objects = [core::ptr::null_mut(); LOCAL_BATCH_OBJECTS];
-    let run = timed_batches(ops, || local_batch::<NoAllocator>(&mut objects));
-    SCRATCH.store(core::ptr::null_mut(), Ordering::Relaxed);
-    drop(scratch);
-    run
+    null(smp::current_cpu_index(), ops)
 }
 
 /// How `local` allocates: the kernel heap, or nothing (its harness cost).
 trait PairAllocator {
-    fn alloc(layout: Layout) -> *mut u8;
+    fn alloc(&self, layout: Layout) -> *mut u8;
     /// # Safety
     /// `ptr` came from `alloc` with `layout` and is freed once.
-    unsafe fn free(ptr: *mut u8, layout: Layout);
+    unsafe fn free(&self, ptr: *mut u8, layout: Layout);
 }
 
 /// The global allocator, through `alloc::alloc` as `Box` reaches it.
@@ -163,13 +170,13 @@ struct GlobalHeap;
 
 impl PairAllocator for GlobalHeap {
     #[inline(always)]
-    fn alloc(layout: Layout) -> *mut u8 {
+    fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: `local` uses only layouts of non-zero size.
         unsafe { alloc::alloc::alloc(layout) }
     }
 
     #[inline(always)]
-    unsafe fn free(ptr: *mut u8, layout: Layout) {
+    unsafe fn free(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded from the caller.
         unsafe { alloc::alloc::dealloc(ptr, layout) }
     }
@@ -177,19 +184,19 @@ impl PairAllocator for GlobalHeap {
 
 /// No allocator: hands out the same scratch block every time, frees
 /// nothing; `black_box` keeps the compiler from dropping the loop.
-struct NoAllocator;
-
-/// `NoAllocator`'s block, big enough for `local`'s largest size.
-static SCRATCH: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+struct NoAllocator {
+    /// The CPU's own block, big enough for `local`'s largest size.
+    scratch: *mut u8,
+}
 
 impl PairAllocator for NoAllocator {
     #[inline(always)]
-    fn alloc(_layout: Layout) -> *mut u8 {
-        core::hint::black_box(SCRATCH.load(Ordering::Relaxed))
+    fn alloc(&self, _layout: Layout) -> *mut u8 {
+        core::hint::black_box(self.scratch)
     }
 
     #[inline(always)]
-    unsafe fn free(ptr: *mut u8, layout: Layout) {
+    unsafe fn free(&self, ptr: *mut u8, layout: Layout) {
         core::hint::black_box((ptr, layout));
     }
 }
@@ -199,27 +206,30 @@ impl PairAllocator for NoAllocator {
 /// compile-time constant at its call site, as for `Box<T>` and most kernel
 /// allocations. Returns the operations done.
 #[inline(always)]
-fn local_batch<A: PairAllocator>(objects: &mut [*mut u8; LOCAL_BATCH_OBJECTS]) -> u64 {
+fn local_batch<A: PairAllocator>(
+    allocator: &A,
+    objects: &mut [*mut u8; LOCAL_BATCH_OBJECTS],
+) -> u64 {
     const PER_SIZE: usize = LOCAL_BATCH_OBJECTS / LOCAL_SIZES.len();
     let [s0, s1, s2, s3, s4, s5, s6, s7] = objects.as_chunks_mut::<PER_SIZE>().0 else {
         unreachable!("LOCAL_SIZES has 8 sizes")
     };
-    alloc_sized::<A, { LOCAL_SIZES[0] }>(s0);
-    alloc_sized::<A, { LOCAL_SIZES[1] }>(s1);
-    alloc_sized::<A, { LOCAL_SIZES[2] }>(s2);
-    alloc_sized::<A, { LOCAL_SIZES[3] }>(s3);
-    alloc_sized::<A, { LOCAL_SIZES[4] }>(s4);
-    alloc_sized::<A, { LOCAL_SIZES[5] }>(s5);
-    alloc_sized::<A, { LOCAL_SIZES[6] }>(s6);
-    alloc_sized::<A, { LOCAL_SIZES[7] }>(s7);
-    free_sized::<A, { LOCAL_SIZES[0] }>(s0);
-    free_sized::<A, { LOCAL_SIZES[1] }>(s1);
-    free_sized::<A, { LOCAL_SIZES[2] }>(s2);
-    free_sized::<A, { LOCAL_SIZES[3] }>(s3);
-    free_sized::<A, { LOCAL_SIZES[4] }>(s4);
-    free_sized::<A, { LOCAL_SIZES[5] }>(s5);
-    free_sized::<A, { LOCAL_SIZES[6] }>(s6);
-    free_sized::<A, { LOCAL_SIZES[7] }>(s7);
+    alloc_sized::<A, { LOCAL_SIZES[0] }>(allocator, s0);
+    alloc_sized::<A, { LOCAL_SIZES[1] }>(allocator, s1);
+    alloc_sized::<A, { LOCAL_SIZES[2] }>(allocator, s2);
+    alloc_sized::<A, { LOCAL_SIZES[3] }>(allocator, s3);
+    alloc_sized::<A, { LOCAL_SIZES[4] }>(allocator, s4);
+    alloc_sized::<A, { LOCAL_SIZES[5] }>(allocator, s5);
+    alloc_sized::<A, { LOCAL_SIZES[6] }>(allocator, s6);
+    alloc_sized::<A, { LOCAL_SIZES[7] }>(allocator, s7);
+    free_sized::<A, { LOCAL_SIZES[0] }>(allocator, s0);
+    free_sized::<A, { LOCAL_SIZES[1] }>(allocator, s1);
+    free_sized::<A, { LOCAL_SIZES[2] }>(allocator, s2);
+    free_sized::<A, { LOCAL_SIZES[3] }>(allocator, s3);
+    free_sized::<A, { LOCAL_SIZES[4] }>(allocator, s4);
+    free_sized::<A, { LOCAL_SIZES[5] }>(allocator, s5);
+    free_sized::<A, { LOCAL_SIZES[6] }>(allocator, s6);
+    free_sized::<A, { LOCAL_SIZES[7] }>(allocator, s7);
     2 * LOCAL_BATCH_OBJECTS as u64
 }
 
@@ -231,11 +241,11 @@ const fn local_layout(size: usize) -> Layout {
 }
 
 #[inline(always)]
-fn alloc_sized<A: PairAllocator, const SIZE: usize>(slots: &mut [*mut u8]) {
+fn alloc_sized<A: PairAllocator, const SIZE: usize>(allocator: &A, slots: &mut [*mut u8]) {
     for (i, slot) in slots.iter_mut().enumerate() {
         // `black_box`: the block escapes, as real objects do, so the
         // compiler cannot elide the allocation and the free.
-        let ptr = core::hint::black_box(A::alloc(const { local_layout(SIZE) }));
+        let ptr = core::hint::black_box(allocator.alloc(const { local_layout(SIZE) }));
         assert!(!ptr.is_null(), "bench local: allocation of {SIZE} bytes failed");
         // SAFETY: `ptr` is a block of `SIZE` >= 1 bytes (or the scratch).
         unsafe { ptr.write(i as u8) };
@@ -244,10 +254,10 @@ fn alloc_sized<A: PairAllocator, const SIZE: usize>(slots: &mut [*mut u8]) {
 }
 
 #[inline(always)]
-fn free_sized<A: PairAllocator, const SIZE: usize>(slots: &[*mut u8]) {
+fn free_sized<A: PairAllocator, const SIZE: usize>(allocator: &A, slots: &[*mut u8]) {
     for &ptr in slots {
         // SAFETY: allocated by `alloc_sized` with this layout, freed once.
-        unsafe { A::free(ptr, const { local_layout(SIZE) }) };
+        unsafe { allocator.free(ptr, const { local_layout(SIZE) }) };
     }
 }
 

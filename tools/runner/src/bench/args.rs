@@ -8,7 +8,7 @@ use clap::Parser;
 use crate::cli::{AccelChoice, BootMode, Cli, MemSize, kernel_cmdline, parse_mem};
 
 /// The workloads the kernel's `job=bench` knows (`docs/interface.md`).
-pub const WORKLOADS: [&str; 4] = ["local", "xfer", "seed", "mixed"];
+pub const WORKLOADS: [&str; 5] = ["local", "xfer", "seed", "mixed", "null"];
 /// Kernel arguments the runner sets itself for every bench or profile boot.
 pub const RESERVED_KEYS: [&str; 5] = ["job", "workload", "alloc", "ops", "trace"];
 /// Default wall-clock limit of one bench or profile boot, in seconds.
@@ -141,7 +141,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", default_value = "locked,slab,talc,buddy", value_parser = parse_alloc_list)]
     pub alloc: NameList,
 
-    /// Workloads, comma-separated: local, xfer, seed, mixed.
+    /// Workloads, comma-separated: local, xfer, seed, mixed, null.
     #[arg(long, value_name = "LIST", default_value = "local,xfer", value_parser = parse_workload_list)]
     pub workload: NameList,
 
@@ -172,7 +172,7 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "slab", value_parser = parse_name)]
     pub alloc: String,
 
-    /// The workload: local, xfer, seed, mixed.
+    /// The workload: local, xfer, seed, mixed, null.
     #[arg(long, default_value = "xfer", value_parser = parse_workload)]
     pub workload: String,
 
