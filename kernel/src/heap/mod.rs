@@ -4,6 +4,7 @@
 //! buddy allocator, for comparison), as the global allocator.
 //! `docs/allocator.md` has the design.
 mod backend;
+pub mod check;
 mod global;
 pub mod lock_trace;
 mod platform;
@@ -11,7 +12,7 @@ mod platform;
 pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend};
 pub use global::{heap, init, print_heapstats_record, print_report, stats};
 pub use platform::{KernelPlatform, on_reclaim_ipi};
-pub use slab_core::{HeapStats, Mode};
+pub use slab_core::{Checking, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE};
 
 /// The kernel's heap type.
 pub type KernelHeap = slab_core::SlabHeap<HeapBackend, KernelPlatform>;
