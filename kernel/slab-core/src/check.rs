@@ -464,9 +464,18 @@ unsafe fn bytes<'a>(block: NonNull<u8>, from: usize, to: usize) -> &'a [u8] {
     unsafe { core::slice::from_raw_parts(block.as_ptr().add(from), to - from) }
 }
 
-/// The first byte that is not `expected`, with its index.
+/// The first byte that is not `expected`, with its index. Compares eight
+/// bytes at a time, then finds the byte in the first word that differs.
 fn first_not(bytes: &[u8], expected: u8) -> Option<(usize, u8)> {
-    bytes.iter().position(|&b| b != expected).map(|at| (at, bytes[at]))
+    let word = [expected; 8];
+    let words = bytes.chunks_exact(8);
+    let tail = bytes.len() - words.remainder().len();
+    let from = words
+        .map(|chunk| <[u8; 8]>::try_from(chunk).ok())
+        .position(|chunk| chunk != Some(word))
+        .map_or(tail, |at| at * 8);
+    let at = from + bytes[from..].iter().position(|&b| b != expected)?;
+    Some((at, bytes[at]))
 }
 
 /// # Safety
@@ -552,6 +561,21 @@ mod tests {
             }
         }
         assert_eq!(small_class(Layout::from_size_align(4081, 8).unwrap()), None);
+    }
+
+    #[test]
+    fn the_first_differing_byte_is_found_wherever_it_is() {
+        for len in [0, 1, 7, 8, 9, 48, 61] {
+            let clean = std::vec![POISON_BYTE; len];
+            assert_eq!(first_not(&clean, POISON_BYTE), None, "{len} clean bytes");
+            for bad in 0..len {
+                // A second difference further on must not hide the first.
+                let mut bytes = clean.clone();
+                bytes[len - 1] = 0x42;
+                bytes[bad] = 0x41;
+                assert_eq!(first_not(&bytes, POISON_BYTE), Some((bad, 0x41)), "{len}, {bad}");
+            }
+        }
     }
 
     #[test]
