@@ -30,6 +30,16 @@ pub unsafe trait Backend: Send {
 
     /// Bytes still free.
     fn free_bytes(&self) -> usize;
+
+    /// Whether `address..address + bytes` lies wholly inside the memory this
+    /// backend manages (handed out or not). Heap checking uses it to tell
+    /// pointers the heap may have handed out from any others.
+    fn contains(&self, address: usize, bytes: usize) -> bool;
+}
+
+/// Whether `address..address + bytes` lies inside `start..end`.
+pub fn range_contains(start: usize, end: usize, address: usize, bytes: usize) -> bool {
+    address >= start && address.checked_add(bytes).is_some_and(|last| last <= end)
 }
 
 // SAFETY: `Heap::allocate_first_fit` hands out disjoint blocks of its region
@@ -51,5 +61,11 @@ unsafe impl Backend for linked_list_allocator::Heap {
 
     fn free_bytes(&self) -> usize {
         if self.bottom().is_null() { 0 } else { self.free() }
+    }
+
+    fn contains(&self, address: usize, bytes: usize) -> bool {
+        // An empty heap (null bottom) contains nothing.
+        !self.bottom().is_null()
+            && range_contains(self.bottom().addr(), self.top().addr(), address, bytes)
     }
 }

@@ -4,7 +4,8 @@
 //! slot's `BUSY` byte keeps interrupt handlers out, `cpu_cache`); misses
 //! refill or flush a whole magazine under the global lock; large requests,
 //! and every request in `locked` mode, go to the backend under that lock.
-//! Also: draining, reclaim on out-of-memory, the mode switch, lock tracing
+//! Also: draining, reclaim on out-of-memory, the mode switch, corruption
+//! checking (its checked paths; the checks are `check.rs`'s), lock tracing
 //! and statistics.
 
 use core::alloc::Layout;
@@ -13,7 +14,8 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 use crate::backend::Backend;
-use crate::central::{Central, HeapUsage};
+use crate::central::{Central, HeapUsage, Taken};
+use crate::check::{self, Checking, CheckingLocked, HeapFault, Trailer};
 use crate::cpu_cache::{CpuSlot, FreeOutcome, SlotUser};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::magazine::Magazine;
@@ -29,9 +31,12 @@ use crate::sync::const_unless_loom;
 ///
 /// Built by a `const fn`, so it can be a `static`; give the backend its
 /// memory with [`with_backend`](Self::with_backend) and pick the mode with
-/// [`set_mode`](Self::set_mode) at boot, before the first allocation.
+/// [`set_mode`](Self::set_mode) (and, to check for corruption,
+/// [`set_checking`](Self::set_checking)) at boot, before the first
+/// allocation.
 pub struct SlabHeap<B, P> {
     mode: AtomicU8,
+    checking: AtomicU8,
     platform: P,
     central: SpinLock<Central<B>>,
     /// The CPU holding `central`, or `NO_HOLDER`: written by the holder
@@ -50,6 +55,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         pub fn new(backend: B, platform: P) -> SlabHeap<B, P> {
             SlabHeap {
                 mode: AtomicU8::new(Mode::Slab as u8),
+                checking: AtomicU8::new(Checking::Off as u8),
                 platform,
                 central: SpinLock::new(Central::new(backend)),
                 lock_holder: AtomicUsize::new(NO_HOLDER),
@@ -84,13 +90,42 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 return Err(ModeLocked { current });
             }
             self.mode.store(mode as u8, Relaxed);
-            // Locked mode closes every CPU's magazines, so the fast paths
-            // fall through to the backend without reading the mode.
-            for slot in &self.cpus {
-                slot.set_closed(mode == Mode::Locked);
-            }
+            self.close_slots_as_configured();
         }
         Ok(())
+    }
+
+    /// Whether the heap checks for corruption.
+    pub fn checking(&self) -> Checking {
+        Checking::from_u8(self.checking.load(Relaxed))
+    }
+
+    /// Switches corruption checking on or off (`docs/allocator.md`,
+    /// "Corruption detection"). Like [`set_mode`](Self::set_mode), allowed
+    /// only while the backend has nothing allocated, since checked objects
+    /// are laid out differently; otherwise `CheckingLocked` says what stays.
+    /// Faults found go to `Platform::heap_fault`.
+    pub fn set_checking(&self, checking: Checking) -> Result<(), CheckingLocked> {
+        let masked = self.mask_irqs();
+        let central = self.lock_central(&masked);
+        let current = self.checking();
+        if current != checking {
+            if central.usage().used_bytes != 0 {
+                return Err(CheckingLocked { current });
+            }
+            self.checking.store(checking as u8, Relaxed);
+            self.close_slots_as_configured();
+        }
+        Ok(())
+    }
+
+    /// Locked mode and checking close every CPU's magazines, so the fast
+    /// paths fall through to the slow ones without reading either setting.
+    fn close_slots_as_configured(&self) {
+        let closed = self.mode() == Mode::Locked || self.checking() == Checking::On;
+        for slot in &self.cpus {
+            slot.set_closed(closed);
+        }
     }
 
     /// Runs `f` on the backend under the global lock (interrupts masked):
@@ -165,7 +200,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return ptr::null_mut();
         };
-        if self.mode() == Mode::Slab {
+        if self.mode() == Mode::Slab && self.checking() == Checking::Off {
             let old_class = SizeClass::for_layout(layout);
             if old_class.is_some() && old_class == SizeClass::for_layout(new_layout) {
                 return ptr;
@@ -193,6 +228,12 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// once that has finished (the reclaim handshake re-sends its IPI).
     pub fn drain_local_cpu(&self) -> bool {
         let cpu = self.platform.current_cpu();
+        if self.checking() == Checking::On {
+            // No caches; the slabs emptied since the last drain go back.
+            let masked = self.mask_irqs();
+            self.lock_central(&masked).release_empty_slabs(cpu);
+            return true;
+        }
         let slot = self.slot(cpu);
         // SAFETY: we run on `cpu` (Platform contract), and this slot is its.
         let Some(mut user) = (unsafe { slot.try_use(cpu) }) else {
@@ -292,7 +333,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     }
 
     /// Everything `alloc`'s fast path does not do: a refill, an uncommon
-    /// layout, a large block, locked mode, a busy slot, out of memory.
+    /// layout, a large block, locked mode, checking, a busy slot, out of
+    /// memory.
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, layout: Layout) -> *mut u8 {
@@ -305,6 +347,9 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// One attempt at `alloc_slow`, without reclaiming.
     fn try_alloc_slow(&self, layout: Layout) -> Option<NonNull<u8>> {
+        if self.checking() == Checking::On {
+            return self.try_alloc_checked(layout);
+        }
         let class = SizeClass::for_layout(layout);
         match class {
             Some(class) if self.mode() == Mode::Slab => match self.use_this_cpu() {
@@ -362,6 +407,11 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         let Some(block) = NonNull::new(ptr) else {
             return;
         };
+        if self.checking() == Checking::On {
+            // SAFETY: forwarded from the caller (which the checks verify).
+            unsafe { self.dealloc_checked(block, layout) };
+            return;
+        }
         let class = SizeClass::for_layout(layout);
         match class {
             Some(class) if self.mode() == Mode::Slab => match self.use_this_cpu() {
@@ -425,6 +475,120 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         }
     }
 
+    /// The size class a checked request is served from (slab mode), or
+    /// `None` for a block straight from the backend.
+    fn checked_class(&self, layout: Layout) -> Option<SizeClass> {
+        match self.mode() {
+            Mode::Slab => check::small_class(layout),
+            Mode::Locked => None,
+        }
+    }
+
+    /// `try_alloc_slow` when checking.
+    fn try_alloc_checked(&self, layout: Layout) -> Option<NonNull<u8>> {
+        match self.checked_class(layout) {
+            Some(class) => self.alloc_checked_object(layout, class),
+            None => self.alloc_checked_block(layout),
+        }
+    }
+
+    /// A checked object of `class` for `layout`: one whose poison is intact
+    /// (each one that is not is reported and never handed out), armed.
+    fn alloc_checked_object(&self, layout: Layout, class: SizeClass) -> Option<NonNull<u8>> {
+        loop {
+            let masked = self.mask_irqs();
+            let taken = self.lock_central(&masked).take_checked(masked.cpu, class)?;
+            let verdict = match taken {
+                // SAFETY: just taken out of a poisoned slab (checking was on
+                // since the heap was empty), so ours and written.
+                Taken::Linked(object) => unsafe { check::check_poison(object, class) }
+                    .map(|()| object)
+                    .map_err(|finding| (object, finding)),
+                Taken::Damaged(object, finding) => Err((object, finding)),
+            };
+            match verdict {
+                Ok(object) => {
+                    // SAFETY: ours, and `class` serves `layout` plus the
+                    // trailer (`small_class`).
+                    unsafe { check::arm(object, Trailer::small(layout.size(), class)) };
+                    masked.counters.classes[class.index()].uncached_allocs.add(1);
+                    return Some(object);
+                }
+                Err((object, finding)) => {
+                    let cpu = masked.cpu;
+                    drop(masked);
+                    self.report(finding.fault(cpu, object.addr().get(), Some(class), layout));
+                }
+            }
+        }
+    }
+
+    /// A checked block straight from the backend for `layout`, armed.
+    fn alloc_checked_block(&self, layout: Layout) -> Option<NonNull<u8>> {
+        let (trailer, backend_layout) = Trailer::large(layout)?;
+        let masked = self.mask_irqs();
+        let block = self.lock_central(&masked).allocate(backend_layout).ok()?;
+        // SAFETY: a fresh backend block of `backend_layout`, which holds the
+        // trailer.
+        unsafe { check::arm(block, trailer) };
+        self.count_backend_op(&masked, layout, Op::Alloc);
+        Some(block)
+    }
+
+    /// `dealloc_slow` when checking: the checks, and the free if they pass;
+    /// a fault goes to `Platform::heap_fault` once the lock is released.
+    ///
+    /// # Safety
+    /// As [`dealloc`](Self::dealloc); pointers that break that contract
+    /// are reported, not freed, as far as the checks catch them.
+    unsafe fn dealloc_checked(&self, block: NonNull<u8>, layout: Layout) {
+        let class = self.checked_class(layout);
+        let masked = self.mask_irqs();
+        let verdict = {
+            let mut central = self.lock_central(&masked);
+            match class {
+                // SAFETY: forwarded from the caller.
+                Some(class) => unsafe { central.free_checked(block, layout.size(), class) }
+                    .map(|owner| Some((class, owner))),
+                // SAFETY: forwarded from the caller.
+                None => unsafe { central.free_large_checked(block, layout) }.map(|()| None),
+            }
+        };
+        match verdict {
+            Ok(Some((class, owner))) => {
+                let counters = &masked.counters.classes[class.index()];
+                counters.uncached_frees.add(1);
+                if owner != masked.cpu {
+                    counters.cross_cpu_frees.add(1);
+                }
+            }
+            Ok(None) => self.count_backend_op(&masked, layout, Op::Free),
+            Err(finding) => {
+                let cpu = masked.cpu;
+                drop(masked);
+                self.report(finding.fault(cpu, block.addr().get(), class, layout));
+            }
+        }
+    }
+
+    /// Counts a block served straight by the backend: as its layout's class
+    /// if it has one (as locked mode counts), else as a large block.
+    fn count_backend_op<G>(&self, masked: &Masked<'_, G>, layout: Layout, op: Op) {
+        let counter = match (SizeClass::for_layout(layout), op) {
+            (Some(class), Op::Alloc) => &masked.counters.classes[class.index()].uncached_allocs,
+            (Some(class), Op::Free) => &masked.counters.classes[class.index()].uncached_frees,
+            (None, Op::Alloc) => &masked.counters.large_allocs,
+            (None, Op::Free) => &masked.counters.large_frees,
+        };
+        counter.add(1);
+    }
+
+    /// Hands a fault to the platform (no lock held, no slot in use).
+    #[cold]
+    fn report(&self, fault: HeapFault) {
+        self.platform.heap_fault(&fault);
+    }
+
     /// Masks interrupts on the running CPU: what taking the global lock
     /// needs (an interrupt handler on this CPU must never spin on a lock
     /// this CPU holds).
@@ -465,6 +629,13 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             acquired_at,
         }
     }
+}
+
+/// Which operation a counter counts.
+#[derive(Clone, Copy)]
+enum Op {
+    Alloc,
+    Free,
 }
 
 /// Being on CPU `cpu` with interrupts masked (until dropped), with that
@@ -534,6 +705,33 @@ mod tests {
         fn reclaim_remote(&self, _drain_this_cpu: &dyn Fn() -> bool) {}
     }
 
+    /// A heap over `region` on `OneCpu`, whose `heap_fault` is the default.
+    fn one_cpu_heap(region: &mut Vec<u64>) -> SlabHeap<linked_list_allocator::Heap, OneCpu> {
+        let heap = SlabHeap::new(linked_list_allocator::Heap::empty(), OneCpu);
+        // SAFETY: the region is unused and outlives the heap's use of it.
+        heap.with_backend(|backend| unsafe {
+            backend.init(region.as_mut_ptr().cast(), region.capacity() * 8)
+        });
+        heap
+    }
+
+    /// Unless the platform says otherwise, a corruption found is a panic
+    /// with the one-line report.
+    #[test]
+    #[should_panic(expected = "heap corruption: double_free of 0x")]
+    fn a_heap_fault_panics_by_default() {
+        let mut region = Vec::<u64>::with_capacity(1 << 14);
+        let heap = one_cpu_heap(&mut region);
+        heap.set_checking(Checking::On).unwrap();
+        let layout = Layout::from_size_align(24, 8).unwrap();
+        let block = heap.alloc(layout);
+        // SAFETY: allocated just above; the second free is the fault.
+        unsafe {
+            heap.dealloc(block, layout);
+            heap.dealloc(block, layout);
+        }
+    }
+
     /// What an interrupt handler sees when it lands inside a heap operation
     /// of the code it interrupted: the CPU's slot is busy. Its allocations
     /// and frees must then bypass the magazines (which the interrupted code
@@ -542,11 +740,7 @@ mod tests {
     #[test]
     fn a_handler_inside_a_heap_operation_bypasses_the_busy_magazines() {
         let mut region = Vec::<u64>::with_capacity(1 << 17);
-        let heap = SlabHeap::new(linked_list_allocator::Heap::empty(), OneCpu);
-        // SAFETY: the region is unused and outlives the heap's use of it.
-        heap.with_backend(|backend| unsafe {
-            backend.init(region.as_mut_ptr().cast(), region.capacity() * 8)
-        });
+        let heap = one_cpu_heap(&mut region);
         let start = heap.usage().free_bytes;
         let layout = Layout::from_size_align(64, 8).unwrap();
         let class = SizeClass::for_layout(layout).unwrap();

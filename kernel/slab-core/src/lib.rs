@@ -9,6 +9,7 @@ extern crate std;
 
 mod backend;
 mod central;
+mod check;
 mod cpu_cache;
 mod heap;
 mod lock;
@@ -21,8 +22,9 @@ mod slab;
 mod stats;
 mod sync;
 
-pub use backend::Backend;
+pub use backend::{Backend, range_contains};
 pub use central::HeapUsage;
+pub use check::{Checking, CheckingLocked, FaultKind, HeapFault, POISON_BYTE, RED_ZONE_BYTE};
 pub use heap::SlabHeap;
 pub use lock::{SpinGuard, SpinLock};
 pub use mode::{Mode, ModeLocked, UnknownMode};

@@ -32,6 +32,12 @@ impl Magazine {
         self.len == 0
     }
 
+    /// The object [`Self::pop`] would return, without taking it.
+    #[inline]
+    pub(crate) const fn head(&self) -> Option<NonNull<u8>> {
+        self.head
+    }
+
     /// Takes every object out, leaving this magazine empty.
     #[inline]
     pub(crate) fn take(&mut self) -> Magazine {

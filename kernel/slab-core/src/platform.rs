@@ -1,7 +1,9 @@
 //! What the core needs from the machine it runs on: which CPU is running,
 //! masking interrupts, a cycle counter and asking other CPUs to drain their
-//! caches. The kernel implements it with GS, `cli`/`sti`, the TSC and an IPI;
-//! host tests implement it with threads.
+//! caches; and being told of heap corruption. The kernel implements it with
+//! GS, `cli`/`sti`, the TSC and an IPI; host tests implement it with threads.
+
+use crate::check::HeapFault;
 
 /// The most CPUs the heap keeps per-CPU caches for (the kernel's `MAX_CPUS`).
 pub const MAX_CPUS: usize = 64;
@@ -60,5 +62,16 @@ pub unsafe trait Platform: Sync {
     #[inline(always)]
     fn lock_released(&self, cpu: usize, wait_start: u64, acquired: u64, released: u64) {
         let _ = (cpu, wait_start, acquired, released);
+    }
+
+    /// Told of each corruption heap checking finds (`SlabHeap::set_checking`),
+    /// after the faulty operation was refused (`FaultKind` says what was
+    /// done instead). Runs with no heap lock held and no CPU cache in use,
+    /// interrupts as the caller of `alloc`/`dealloc` had them. The default
+    /// panics with the one-line report; the kernel prints a `HEAPCHECK`
+    /// record first, and tests record the fault and go on.
+    #[cold]
+    fn heap_fault(&self, fault: &HeapFault) {
+        panic!("{fault}");
     }
 }

@@ -16,8 +16,9 @@ use crate::magazine::Magazine;
 use crate::platform::MAX_CPUS;
 use crate::size_class::{NUM_CLASSES, SLAB_HEADER_BYTES, SizeClass};
 
-/// Mixed with the slab's address into `SlabIdentity::magic`, so a debug
-/// mode can tell a slab header from arbitrary memory (invalid frees).
+/// Mixed with the slab's address into `SlabIdentity::magic`, so heap
+/// checking can tell a live slab's header from other memory (invalid
+/// frees). Cleared when the slab goes back to the backend.
 const SLAB_MAGIC: usize = 0x51ab_c0de_5eed_f00d;
 
 /// What a slab is; never changes while the slab lives.
@@ -110,6 +111,48 @@ impl SlabRef {
         self.0.cast()
     }
 
+    /// Heap checking: the live slab of `class` that `object` lies in, if
+    /// the header at the object's masked address is one (the magic matches
+    /// that address, the class is `class`).
+    ///
+    /// # Safety
+    /// The `class.slab_bytes()` bytes at the masked address must be memory
+    /// the heap owns and may read (inside the backend's region), and the
+    /// caller must hold the global lock, so no slab is made or released
+    /// meanwhile.
+    pub(crate) unsafe fn probe(object: NonNull<u8>, class: SizeClass) -> Option<SlabRef> {
+        let offset = object.addr().get() & !class.slab_address_mask();
+        // SAFETY: stepping back to the masked address stays inside the
+        // slab-sized range the caller vouches for.
+        let base = unsafe { object.byte_sub(offset) };
+        let magic_at = core::mem::offset_of!(SlabHeader, identity)
+            + core::mem::offset_of!(SlabIdentity, magic);
+        // SAFETY: the word lies inside that range, and is aligned (the base
+        // is aligned to the slab size). A live slab's magic is written
+        // before the slab is published and cleared only under the lock we
+        // hold; any other memory there is read volatile, as plain bytes
+        // whose value only feeds the comparison (if a user is writing it,
+        // the free being checked is already a bug: this is how it is told).
+        let magic = unsafe { base.byte_add(magic_at).cast::<usize>().read_volatile() };
+        if magic != SLAB_MAGIC ^ base.addr().get() {
+            return None;
+        }
+        // A matching magic is a live slab's header: the invariant holds.
+        let slab = SlabRef(base.cast());
+        (slab.identity().class == class).then_some(slab)
+    }
+
+    /// Where `address` lies in the slab: the index of the object it falls
+    /// in and its offset inside that object; `None` in the header or the
+    /// tail past the last object.
+    pub(crate) fn locate(self, address: usize) -> Option<(usize, usize)> {
+        let SlabIdentity { class, capacity, .. } = self.identity();
+        let into_objects =
+            address.checked_sub(self.base().addr().get() + class.first_object_offset())?;
+        let (index, offset) = (into_objects / class.size(), into_objects % class.size());
+        (index < capacity as usize).then_some((index, offset))
+    }
+
     /// What the slab is (read without the lock: it never changes).
     #[inline]
     pub(crate) fn identity(self) -> SlabIdentity {
@@ -119,6 +162,18 @@ impl SlabRef {
         // state, which others may be writing, is made.
         unsafe { (*self.0.as_ptr()).identity }
     }
+}
+
+/// What [`SlabLists::give_back`] does with a slab whose last outstanding
+/// object came back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhenEmpty {
+    /// Unlink it for the backend (normally: CPU caches hold the spares).
+    Release,
+    /// Keep it on its owner's partial list until the owner drains (heap
+    /// checking: no CPU caches, and a double free of its last object is
+    /// still told from an invalid one).
+    Keep,
 }
 
 /// Per owner CPU and size class, the list of that CPU's slabs that have
@@ -193,7 +248,9 @@ impl SlabLists {
     }
 
     /// Takes `object` back into its slab. Returns the slab if it is now
-    /// entirely free (unlinked, ready for [`Self::release`]).
+    /// entirely free and `when_empty` says to release it (then it is
+    /// unlinked and no longer counted, for the caller to give back to the
+    /// backend).
     ///
     /// # Safety
     /// `object` must have been handed out by [`Self::take_object`] from a
@@ -202,6 +259,7 @@ impl SlabLists {
         &mut self,
         object: NonNull<u8>,
         class: SizeClass,
+        when_empty: WhenEmpty,
     ) -> Option<SlabRef> {
         // SAFETY: forwarded from the caller: the object is outstanding, so
         // its slab is live.
@@ -216,13 +274,81 @@ impl SlabLists {
         if was_exhausted {
             self.link(slab);
         }
-        if empty {
-            self.unlink(slab);
-            self.slabs -= 1;
+        if empty && when_empty == WhenEmpty::Release {
+            self.retire(slab);
             Some(slab)
         } else {
             None
         }
+    }
+
+    /// Unlinks every one of `owner`'s empty slabs of `class` (kept by
+    /// [`WhenEmpty::Keep`]) and hands each to `release`, which gives it
+    /// back to the backend.
+    pub(crate) fn release_empty(
+        &mut self,
+        owner: usize,
+        class: SizeClass,
+        mut release: impl FnMut(SlabRef),
+    ) {
+        let mut cursor = self.first_partial(owner, class);
+        while let Some(slab) = cursor {
+            let state = self.state(slab);
+            cursor = state.next;
+            if state.outstanding == 0 {
+                self.retire(slab);
+                release(slab);
+            }
+        }
+    }
+
+    /// Takes an empty, linked slab out of the lists for good.
+    fn retire(&mut self, slab: SlabRef) {
+        self.unlink(slab);
+        self.slabs -= 1;
+        // SAFETY: the slab is live (type invariant), and with no object
+        // outstanding nobody reads its identity any more; the header is
+        // written through the pointer the slab was made from. Heap checking
+        // must not take the memory for a slab from now on.
+        unsafe { (*slab.0.as_ptr()).identity.magic = 0 };
+    }
+
+    /// Heap checking: objects of `slab` handed out so far (an object past
+    /// them never was).
+    pub(crate) fn carved(&mut self, slab: SlabRef) -> usize {
+        self.state(slab).carved as usize
+    }
+
+    /// Heap checking, right after [`Self::take_object`] took an object from
+    /// `slab`: whether the free list's new head, read from that object's
+    /// link word, is sound: absent exactly when the list is empty, else an
+    /// object of the slab handed out before. If not, the object was written
+    /// after it was freed: the rest of the list is dropped (those objects
+    /// are lost, but they are not outstanding, so the slab can still go
+    /// back to the backend), and the bad link is returned.
+    pub(crate) fn check_free_list(&mut self, slab: SlabRef) -> Result<(), usize> {
+        let capacity = slab.identity().capacity;
+        let state = self.state(slab);
+        let (head, len, carved) = (state.free.head(), state.free.len(), state.carved);
+        let sound = match head {
+            None => len == 0,
+            Some(next) => {
+                len > 0
+                    && slab
+                        .locate(next.addr().get())
+                        .is_some_and(|(index, offset)| offset == 0 && index < carved as usize)
+            }
+        };
+        if sound {
+            return Ok(());
+        }
+        state.free = Magazine::new();
+        // `take_object` unlinked the slab if it looked exhausted by length;
+        // if it is exhausted only now, unlink it as it would have.
+        if carved == capacity && len > 0 {
+            self.unlink(slab);
+        }
+        Err(head.map_or(0, |next| next.addr().get()))
     }
 
     fn link(&mut self, slab: SlabRef) {

@@ -56,7 +56,8 @@ pub(crate) struct ClassCounters {
     pub(crate) refills: Counter,
     /// Frees that flushed a magazine or the outbox (slot user).
     pub(crate) flushes: Counter,
-    /// Frees of another CPU's objects (slot user).
+    /// Frees of another CPU's objects (slot user; masked when checking,
+    /// which closes the slots).
     pub(crate) cross_cpu_frees: Counter,
     /// Objects refills brought into the cache (slot user).
     pub(crate) refilled_objects: Counter,

@@ -1,5 +1,6 @@
 //! The global allocator instance, its set-up at boot from the command line
-//! (`heap=SIZE`, `alloc=slab|locked`), and its reports.
+//! (`heap=SIZE`, `alloc=slab|locked|...`, `heapcheck=on|off`), and its
+//! reports.
 use core::{
     alloc::{GlobalAlloc, Layout},
     ptr,
@@ -13,7 +14,7 @@ use crate::{
     console,
     memory::heap_region::{self, DEFAULT_HEAP_BYTES, HeapSetupError},
 };
-use slab_core::HeapStats;
+use slab_core::{Checking, HeapStats};
 
 /// The allocator when the command line names none.
 const DEFAULT_ALLOCATOR: &str = "slab";
@@ -105,6 +106,7 @@ pub fn heap() -> &'static KernelHeap {
 pub enum HeapInitError {
     Region(HeapSetupError),
     UnknownMode(&'static str),
+    UnknownChecking(&'static str),
 }
 
 impl core::fmt::Display for HeapInitError {
@@ -118,6 +120,7 @@ impl core::fmt::Display for HeapInitError {
                 }
                 f.write_str(")")
             }
+            Self::UnknownChecking(value) => write!(f, "heapcheck={value}: expected on or off"),
         }
     }
 }
@@ -131,6 +134,10 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
         Some(text) => heap_region::parse_size(text).map_err(HeapInitError::Region)?,
         None => DEFAULT_HEAP_BYTES,
     };
+    let checking = match cmdline.get("heapcheck") {
+        Some(value) => Checking::from_name(value).ok_or(HeapInitError::UnknownChecking(value))?,
+        None => Checking::Off,
+    };
     let (start, length) = heap_region::map(bytes).map_err(HeapInitError::Region)?;
     HEAP.0.with_backend(|backend| {
         // SAFETY: `heap_region::map` just mapped `start..start + length`,
@@ -140,6 +147,7 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
     HEAP.1.call_once(|| HeapRegion { start, end: start + length });
     HEAP.0.set_mode(choice.mode).expect("the heap is empty at boot, so its mode can be set");
     ALLOCATOR_NAME.call_once(|| choice.name);
+    HEAP.0.set_checking(checking).expect("the heap is empty at boot, so checking can be set");
     Ok((choice, length))
 }
 
@@ -151,7 +159,7 @@ pub fn stats() -> HeapStats {
 }
 
 /// The `alloc=` choice, for the stats' `alloc` key (set once at boot).
-static ALLOCATOR_NAME: spin::Once<&'static str> = spin::Once::new();
+static ALLOCATOR_NAME: Once<&'static str> = Once::new();
 
 /// Prints the readable report: totals, then a table per CPU.
 pub fn print_report() {

@@ -4,6 +4,7 @@
 //! buddy allocator, for comparison), as the global allocator.
 //! `docs/allocator.md` has the design.
 mod backend;
+pub mod check;
 mod exhausted;
 mod global;
 pub mod irq_churn;
@@ -14,7 +15,9 @@ pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend};
 pub use global::{heap, init, print_heapstats_record, print_report, stats};
 pub use irq_churn::IrqChurnCpu;
 pub use platform::{KernelPlatform, on_reclaim_ipi};
-pub use slab_core::{HeapStats, Mode, SizeClass};
+pub use slab_core::{
+    Checking, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE, SizeClass,
+};
 
 /// The kernel's heap type.
 pub type KernelHeap = slab_core::SlabHeap<HeapBackend, KernelPlatform>;

@@ -1,6 +1,6 @@
 //! What the allocator core needs from this kernel: the CPU index from GS,
-//! interrupt masking, the TSC, and reclaim by IPI.
-use slab_core::{Platform, ReclaimBroadcast};
+//! interrupt masking, the TSC, reclaim by IPI, and heap-fault reports.
+use slab_core::{HeapFault, Platform, ReclaimBroadcast};
 
 use crate::{
     arch::{apic, interrupts::IrqGuard},
@@ -22,7 +22,7 @@ static RECLAIM: ReclaimBroadcast = ReclaimBroadcast::new();
 //    (GS), distinct per CPU and below `smp::MAX_CPUS` == `slab_core::MAX_CPUS`.
 // 3. `IrqGuard` masks local interrupts until dropped.
 // 4. No method allocates: they read GS, the TSC and atomics, write the
-//    lock trace, and send IPIs.
+//    lock trace, send IPIs, and print (or record) heap faults.
 unsafe impl Platform for KernelPlatform {
     type IrqGuard = IrqGuard;
 
@@ -65,6 +65,10 @@ unsafe impl Platform for KernelPlatform {
     #[inline(always)]
     fn lock_released(&self, cpu: usize, wait_start: u64, acquired: u64, released: u64) {
         super::lock_trace::record(cpu, wait_start, acquired, released);
+    }
+
+    fn heap_fault(&self, fault: &HeapFault) {
+        super::check::on_fault(fault);
     }
 }
 

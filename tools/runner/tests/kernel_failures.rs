@@ -69,6 +69,27 @@ fn nmi_dump(run: &Run) -> (Vec<Value>, Option<Value>) {
 }
 
 #[test]
+fn a_double_free_with_heapcheck_on_is_reported_and_fails_the_run() {
+    let run = boot_as_test("double_free", &["--smp", "2", "heapcheck=on"]);
+    assert_eq!(run.code, Some(1), "exit code of a heap fault");
+    let record = run.line_containing("HEAPCHECK {").expect("the HEAPCHECK record is printed");
+    for key in [r#""kind":"double_free""#, r#""cpu":0"#, r#""size_class":48"#, r#""size":24"#] {
+        assert!(record.contains(key), "{key} in the record: {record}");
+    }
+    let panic = run.line_containing("PANIC cpu=0 at").expect("the fault ends the run as a panic");
+    assert!(panic.contains("heap corruption: double_free of 0x"), "panic line: {panic}");
+    assert!(run.line_containing("Initiating test 0x00 frees_a_block_twice... [Fail]").is_some());
+    assert!(run.line_containing("test result: FAILED.").is_some());
+}
+
+#[test]
+fn a_bad_heapcheck_value_is_a_boot_error_naming_it() {
+    let run = boot_kernel(&["--smp", "1", "heapcheck=yes"]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.line_containing("boot error: heap: heapcheck=yes: expected on or off").is_some());
+}
+
+#[test]
 fn a_hanging_kernel_test_times_out_with_an_nmi_dump_of_every_cpu() {
     let run = boot_as_test("hanging_test", &["--smp", "2", "--timeout", "5"]);
     assert_eq!(run.code, Some(124), "exit code of a timeout");

@@ -1,16 +1,17 @@
 //! Host test support: a `Platform` where each thread stands for a CPU (its
 //! index in a thread-local, settable so one thread can play several CPUs in
-//! turn), an arena giving the backend its memory, and block patterns.
+//! turn), recording the heap faults it is told of; an arena giving the
+//! backend its memory, and block patterns.
 #![allow(dead_code)]
 
 use std::alloc::{Layout, alloc, dealloc};
 use std::cell::Cell;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use linked_list_allocator::Heap;
-use slab_core::{Platform, ReclaimBroadcast, SlabHeap};
+use slab_core::{Checking, HeapFault, Platform, ReclaimBroadcast, SlabHeap};
 
 thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
@@ -36,12 +37,14 @@ pub enum ReclaimStyle {
     Broadcast,
 }
 
-/// Host platform: threads as CPUs, nothing to mask.
+/// Host platform: threads as CPUs, nothing to mask; heap faults are
+/// recorded, not panicked on.
 pub struct HostPlatform {
     cpus: usize,
     style: ReclaimStyle,
     pub broadcast: ReclaimBroadcast,
     pub reclaim_calls: AtomicUsize,
+    faults: Mutex<Vec<HeapFault>>,
 }
 
 // SAFETY: a test gives each concurrently running thread its own CPU index
@@ -83,12 +86,27 @@ unsafe impl Platform for HostPlatform {
             }
         }
     }
+
+    fn heap_fault(&self, fault: &HeapFault) {
+        self.faults.lock().unwrap().push(*fault);
+    }
 }
 
 impl HostPlatform {
     /// A platform of `cpus` CPUs (`const`, so a heap can be a `static`).
     pub const fn new(cpus: usize, style: ReclaimStyle) -> Self {
-        Self { cpus, style, broadcast: ReclaimBroadcast::new(), reclaim_calls: AtomicUsize::new(0) }
+        Self {
+            cpus,
+            style,
+            broadcast: ReclaimBroadcast::new(),
+            reclaim_calls: AtomicUsize::new(0),
+            faults: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The faults reported since the last call, oldest first.
+    pub fn take_faults(&self) -> Vec<HeapFault> {
+        std::mem::take(&mut *self.faults.lock().unwrap())
     }
 }
 
@@ -133,6 +151,13 @@ impl TestHeap {
         });
         // SAFETY: the arena is ours, unused, and outlives the heap.
         test_heap.heap.with_backend(|backend| unsafe { backend.init(base, bytes) });
+        test_heap
+    }
+
+    /// A heap as [`TestHeap::new`], checking for corruption.
+    pub fn checked(bytes: usize, cpus: usize, style: ReclaimStyle) -> Box<TestHeap> {
+        let test_heap = TestHeap::new(bytes, cpus, style);
+        test_heap.heap.set_checking(Checking::On).expect("a new heap is empty");
         test_heap
     }
 

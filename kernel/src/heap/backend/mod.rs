@@ -89,6 +89,10 @@ unsafe impl Backend for HeapBackend {
     fn free_bytes(&self) -> usize {
         self.as_backend_ref().free_bytes()
     }
+
+    fn contains(&self, address: usize, bytes: usize) -> bool {
+        self.as_backend_ref().contains(address, bytes)
+    }
 }
 
 /// One allocator a user can pick with `alloc=NAME`.

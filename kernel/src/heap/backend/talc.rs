@@ -2,11 +2,15 @@
 //! chapter's linked list (its counters give the used and free bytes).
 use core::{alloc::Layout, ptr::NonNull};
 
-use slab_core::Backend;
+use slab_core::{Backend, range_contains};
 use talc::{ErrOnOom, Span, Talc};
 
-/// Talc over the heap region.
-pub struct TalcBackend(Talc<ErrOnOom>);
+/// Talc over the heap region `start..end`.
+pub struct TalcBackend {
+    talc: Talc<ErrOnOom>,
+    start: usize,
+    end: usize,
+}
 
 // SAFETY: `Talc` owns no thread-bound state; its pointers are into the heap
 // region, which the kernel never unmaps.
@@ -22,7 +26,7 @@ impl TalcBackend {
         // SAFETY: forwarded from the caller: the span is memory talc may own.
         unsafe { talc.claim(Span::from_base_size(start, bytes)) }
             .expect("the heap region is large enough for talc");
-        Self(talc)
+        Self { talc, start: start.addr(), end: start.addr() + bytes }
     }
 }
 
@@ -31,19 +35,23 @@ impl TalcBackend {
 unsafe impl Backend for TalcBackend {
     fn allocate(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         // SAFETY: `layout` has a non-zero size (the heap never asks for 0).
-        unsafe { self.0.malloc(layout) }.ok()
+        unsafe { self.talc.malloc(layout) }.ok()
     }
 
     unsafe fn deallocate(&mut self, block: NonNull<u8>, layout: Layout) {
         // SAFETY: forwarded: the block came from `malloc` with `layout`.
-        unsafe { self.0.free(block, layout) }
+        unsafe { self.talc.free(block, layout) }
     }
 
     fn used_bytes(&self) -> usize {
-        self.0.get_counters().allocated_bytes
+        self.talc.get_counters().allocated_bytes
     }
 
     fn free_bytes(&self) -> usize {
-        self.0.get_counters().available_bytes
+        self.talc.get_counters().available_bytes
+    }
+
+    fn contains(&self, address: usize, bytes: usize) -> bool {
+        range_contains(self.start, self.end, address, bytes)
     }
 }
