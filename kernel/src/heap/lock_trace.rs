@@ -1,6 +1,7 @@
-//! The global-lock timeline behind `trace=on`: for each CPU, a bounded ring
-//! of its last `EVENTS_PER_CPU` acquisitions of the heap's global lock, each
-//! as TSC stamps (started waiting, got it, let go), recorded from
+//! The global-lock timeline behind `trace=on`: for each CPU, a bounded
+//! buffer of its first `EVENTS_PER_CPU` acquisitions of the heap's global
+//! lock after the trace started, each as TSC stamps (started waiting, got
+//! it, let go), recorded from
 //! `Platform::lock_released` and printed as `LOCKTRACE {json}` lines
 //! (`docs/interface.md`) for the runner's `profile` timeline.
 //!
@@ -15,7 +16,10 @@ use core::{
 
 use crate::smp::MAX_CPUS;
 
-/// Acquisitions each CPU keeps (the newest ones).
+/// Acquisitions each CPU keeps: the first ones after the start barrier, so
+/// that all CPUs' events come from the same stretch of time (every CPU
+/// starts together; the newest ones would not overlap when CPUs finish at
+/// different times, and a CPU starved by a convoy would drop out).
 pub const EVENTS_PER_CPU: usize = 512;
 
 static TRACING: AtomicBool = AtomicBool::new(false);
@@ -23,11 +27,11 @@ static TRACING: AtomicBool = AtomicBool::new(false);
 /// One acquisition: `[wait_start, acquired, released]`.
 struct Event([AtomicU64; 3]);
 
-/// One CPU's ring.
+/// One CPU's buffer.
 #[repr(align(64))]
 struct Ring {
-    /// Acquisitions recorded since the trace started (the next slot is
-    /// `recorded % EVENTS_PER_CPU`).
+    /// Acquisitions since the trace started; the first `EVENTS_PER_CPU` of
+    /// them are in `events`.
     recorded: AtomicU64,
     events: [Event; EVENTS_PER_CPU],
 }
@@ -61,15 +65,16 @@ pub fn record(cpu: usize, wait_start: u64, acquired: u64, released: u64) {
     }
     let Some(ring) = RINGS.get(cpu) else { return };
     let recorded = ring.recorded.load(Ordering::Relaxed);
-    let event = &ring.events[recorded as usize % EVENTS_PER_CPU];
-    for (slot, stamp) in event.0.iter().zip([wait_start, acquired, released]) {
-        slot.store(stamp, Ordering::Relaxed);
+    if let Some(event) = ring.events.get(recorded as usize) {
+        for (slot, stamp) in event.0.iter().zip([wait_start, acquired, released]) {
+            slot.store(stamp, Ordering::Relaxed);
+        }
     }
     // Release: a reader that sees the count sees the stamps.
     ring.recorded.store(recorded + 1, Ordering::Release);
 }
 
-/// Prints one `LOCKTRACE` line per CPU in `0..cpus`, oldest event first,
+/// Prints one `LOCKTRACE` line per CPU in `0..cpus`, in order,
 /// stamps relative to `origin` (the run's start barrier). Call after
 /// `stop`, once the traced CPUs are idle.
 pub fn print(cpus: usize, origin: u64) {
@@ -90,8 +95,7 @@ impl fmt::Display for RingJson<'_> {
         let recorded = self.ring.recorded.load(Ordering::Acquire);
         let kept = recorded.min(EVENTS_PER_CPU as u64);
         write!(f, "{{\"cpu\":{},\"recorded\":{recorded},\"events\":[", self.cpu)?;
-        for (n, index) in (recorded - kept..recorded).enumerate() {
-            let event = &self.ring.events[index as usize % EVENTS_PER_CPU];
+        for (n, event) in self.ring.events.iter().take(kept as usize).enumerate() {
             let [wait_start, acquired, released] = event
                 .0
                 .each_ref()

@@ -91,13 +91,8 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
     if trace {
         lock_trace::start();
     }
-    let runs = smp::run_on_all_cpus(|cpu| {
-        let run = body(cpu, ops_per_cpu);
-        // The first CPU to finish ends the trace, so every ring holds the
-        // newest acquisitions of a time when all CPUs were still running.
-        lock_trace::stop();
-        run
-    });
+    let runs = smp::run_on_all_cpus(|cpu| body(cpu, ops_per_cpu));
+    lock_trace::stop();
     let after = heap::stats();
     let mut report = Report::new(workload, boot.allocator.name, &runs, &before, &after);
     report.harness_cycles_per_op = harness;
