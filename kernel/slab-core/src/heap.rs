@@ -82,17 +82,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// other CPUs allocate: a CPU allocating meanwhile may still use the
     /// old mode.
     pub fn set_mode(&self, mode: Mode) -> Result<(), ModeLocked> {
-        let masked = self.mask_irqs();
-        let central = self.lock_central(&masked);
-        let current = self.mode();
-        if current != mode {
-            if central.usage().used_bytes != 0 {
-                return Err(ModeLocked { current });
-            }
-            self.mode.store(mode as u8, Relaxed);
-            self.close_slots_as_configured();
-        }
-        Ok(())
+        self.switch_while_empty(&self.mode, mode as u8)
+            .map_err(|current| ModeLocked { current: Mode::from_u8(current) })
     }
 
     /// Whether the heap checks for corruption.
@@ -106,26 +97,30 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// are laid out differently; otherwise `CheckingLocked` says what stays.
     /// Faults found go to `Platform::heap_fault`.
     pub fn set_checking(&self, checking: Checking) -> Result<(), CheckingLocked> {
-        let masked = self.mask_irqs();
-        let central = self.lock_central(&masked);
-        let current = self.checking();
-        if current != checking {
-            if central.usage().used_bytes != 0 {
-                return Err(CheckingLocked { current });
-            }
-            self.checking.store(checking as u8, Relaxed);
-            self.close_slots_as_configured();
-        }
-        Ok(())
+        self.switch_while_empty(&self.checking, checking as u8)
+            .map_err(|current| CheckingLocked { current: Checking::from_u8(current) })
     }
 
-    /// Locked mode and checking close every CPU's magazines, so the fast
-    /// paths fall through to the slow ones without reading either setting.
-    fn close_slots_as_configured(&self) {
-        let closed = self.mode() == Mode::Locked || self.checking() == Checking::On;
-        for slot in &self.cpus {
-            slot.set_closed(closed);
+    /// Sets one of the heap's settings (`mode`, `checking`) to `wanted`
+    /// under the global lock, if it differs and the backend has nothing
+    /// allocated; otherwise returns the setting that stays. Locked mode and
+    /// checking close every CPU's magazines, so the fast paths fall through
+    /// to the slow ones without reading either setting.
+    fn switch_while_empty(&self, setting: &AtomicU8, wanted: u8) -> Result<(), u8> {
+        let masked = self.mask_irqs();
+        let central = self.lock_central(&masked);
+        let current = setting.load(Relaxed);
+        if current != wanted {
+            if central.usage().used_bytes != 0 {
+                return Err(current);
+            }
+            setting.store(wanted, Relaxed);
+            let closed = self.mode() == Mode::Locked || self.checking() == Checking::On;
+            for slot in &self.cpus {
+                slot.set_closed(closed);
+            }
         }
+        Ok(())
     }
 
     /// Runs `f` on the backend under the global lock (interrupts masked):
