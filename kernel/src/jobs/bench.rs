@@ -100,6 +100,11 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
     report.print_table();
     report.print_record();
     if trace {
+        // The profile's full contention report: per CPU and per size class
+        // (the heap's counters since boot, warm-up included), then the
+        // timeline.
+        heap::print_report();
+        heap::print_heapstats_record(&after);
         let origin = runs.iter().map(|(_, run)| run.start).min().unwrap_or(0);
         lock_trace::print(runs.len(), origin);
     }
