@@ -5,8 +5,8 @@
 //! `Platform::lock_released` and printed as `LOCKTRACE {json}` lines
 //! (`docs/interface.md`) for the runner's `profile` timeline.
 //!
-//! The rings are an array indexed by CPU index, of atomics: each CPU writes
-//! only its own ring (with interrupts masked, inside the heap's lock path),
+//! The buffers are an array indexed by CPU index, of atomics: each CPU writes
+//! only its own buffer (with interrupts masked, inside the heap's lock path),
 //! and the bootstrap CPU reads them all once the traced run has ended. Off
 //! (the default), recording costs one load and branch per lock release.
 use core::{
@@ -29,25 +29,25 @@ struct Event([AtomicU64; 3]);
 
 /// One CPU's buffer.
 #[repr(align(64))]
-struct Ring {
+struct CpuTrace {
     /// Acquisitions since the trace started; the first `EVENTS_PER_CPU` of
     /// them are in `events`.
     recorded: AtomicU64,
     events: [Event; EVENTS_PER_CPU],
 }
 
-static RINGS: [Ring; MAX_CPUS] = [const {
-    Ring {
+static TRACES: [CpuTrace; MAX_CPUS] = [const {
+    CpuTrace {
         recorded: AtomicU64::new(0),
         events: [const { Event([const { AtomicU64::new(0) }; 3]) }; EVENTS_PER_CPU],
     }
 }; MAX_CPUS];
 
-/// Empties every ring and starts recording. Call while no CPU uses the heap
+/// Empties every buffer and starts recording. Call while no CPU uses the heap
 /// (before a run's start barrier).
 pub fn start() {
-    for ring in &RINGS {
-        ring.recorded.store(0, Ordering::Relaxed);
+    for trace in &TRACES {
+        trace.recorded.store(0, Ordering::Relaxed);
     }
     TRACING.store(true, Ordering::Release);
 }
@@ -63,39 +63,39 @@ pub fn record(cpu: usize, wait_start: u64, acquired: u64, released: u64) {
     if !TRACING.load(Ordering::Relaxed) {
         return;
     }
-    let Some(ring) = RINGS.get(cpu) else { return };
-    let recorded = ring.recorded.load(Ordering::Relaxed);
-    if let Some(event) = ring.events.get(recorded as usize) {
+    let Some(trace) = TRACES.get(cpu) else { return };
+    let recorded = trace.recorded.load(Ordering::Relaxed);
+    if let Some(event) = trace.events.get(recorded as usize) {
         for (slot, stamp) in event.0.iter().zip([wait_start, acquired, released]) {
             slot.store(stamp, Ordering::Relaxed);
         }
     }
     // Release: a reader that sees the count sees the stamps.
-    ring.recorded.store(recorded + 1, Ordering::Release);
+    trace.recorded.store(recorded + 1, Ordering::Release);
 }
 
 /// Prints one `LOCKTRACE` line per CPU in `0..cpus`, in order,
 /// stamps relative to `origin` (the run's start barrier). Call after
 /// `stop`, once the traced CPUs are idle.
 pub fn print(cpus: usize, origin: u64) {
-    for (cpu, ring) in RINGS.iter().enumerate().take(cpus) {
-        crate::println!("LOCKTRACE {}", RingJson { cpu, ring, origin });
+    for (cpu, trace) in TRACES.iter().enumerate().take(cpus) {
+        crate::println!("LOCKTRACE {}", TraceJson { cpu, trace, origin });
     }
 }
 
-/// One ring as the `LOCKTRACE` JSON object.
-struct RingJson<'a> {
+/// One trace as the `LOCKTRACE` JSON object.
+struct TraceJson<'a> {
     cpu: usize,
-    ring: &'a Ring,
+    trace: &'a CpuTrace,
     origin: u64,
 }
 
-impl fmt::Display for RingJson<'_> {
+impl fmt::Display for TraceJson<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let recorded = self.ring.recorded.load(Ordering::Acquire);
+        let recorded = self.trace.recorded.load(Ordering::Acquire);
         let kept = recorded.min(EVENTS_PER_CPU as u64);
         write!(f, "{{\"cpu\":{},\"recorded\":{recorded},\"events\":[", self.cpu)?;
-        for (n, event) in self.ring.events.iter().take(kept as usize).enumerate() {
+        for (n, event) in self.trace.events.iter().take(kept as usize).enumerate() {
             let [wait_start, acquired, released] = event
                 .0
                 .each_ref()
