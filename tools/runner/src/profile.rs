@@ -1,6 +1,7 @@
 //! `runner KERNEL profile`: one `job=bench ... trace=on` boot whose report is
 //! printed as it comes; its BENCH and LOCKTRACE records go to profile.json
-//! and its global-lock waits and holds to lock_timeline.svg.
+//! and its global-lock waits and holds to lock_timeline.svg and, for
+//! Perfetto UI, lock_timeline.trace.json.
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -15,7 +16,7 @@ use crate::{
         pretty,
         records::{self, LockTrace, Record},
         session::{Session, output_folder, write},
-        timeline,
+        timeline, trace_events,
     },
     outcome::{EXIT_FAILURE, EXIT_SUCCESS, Verdict},
 };
@@ -108,6 +109,9 @@ fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
         let svg = timeline::timeline(&traces, hz, &title).map_err(|e| anyhow!(e))?;
         write(&out, "lock_timeline.svg", &svg)?;
         written.push("lock_timeline.svg");
+        let trace = trace_events::trace_events(&traces, hz, &title);
+        write(&out, "lock_timeline.trace.json", &(serde_json::to_string(&trace)? + "\n"))?;
+        written.push("lock_timeline.trace.json");
         for line in trace_summary(&traces, hz) {
             println!("runner: {line}");
         }

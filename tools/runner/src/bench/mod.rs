@@ -23,6 +23,7 @@ pub mod report;
 pub mod session;
 pub mod stats;
 pub mod timeline;
+pub mod trace_events;
 
 use args::BenchArgs;
 use conditions::Conditions;
