@@ -186,6 +186,17 @@ fn a_profile_draws_the_lock_timeline() {
     for text in ["<svg", "cpu 0", "cpu 1", "alloc=locked workload=local cpus=2 accel=tcg"] {
         assert!(svg.contains(text), "{text} missing");
     }
+    let trace: Value = serde_json::from_str(&read(&out.join("lock_timeline.trace.json"))).unwrap();
+    let slices: Vec<(&str, u64)> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|event| event["ph"] == "X")
+        .map(|event| (event["name"].as_str().unwrap(), event["tid"].as_u64().unwrap()))
+        .collect();
+    // REPORT's LOCKTRACE lines: each CPU waited once and held twice.
+    let expected = [("hold", 0), ("wait", 0), ("hold", 0), ("wait", 1), ("hold", 1), ("hold", 1)];
+    assert_eq!(slices, expected, "{trace}");
 }
 
 #[test]
