@@ -31,7 +31,7 @@ fn main(_boot: &'static BootInfo) -> ExitCode {
     assert_eq!(
         heap::heap().mode(),
         Mode::Slab,
-        "heapcheck tests need alloc=slab, slab-talc or slab-buddy"
+        "heapcheck tests need alloc=slab, slab-talc, slab-buddy or slab-rlsf"
     );
     if heap::heap().checking() == Checking::Off {
         heap::check::switch_on().expect("heapcheck: the heap is empty when main starts");

@@ -7,7 +7,10 @@ use spin::Once;
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("job", "what the kernel does after boot (default: stress)"),
     ("heap", "heap size, e.g. 32M (default: 32M)"),
-    ("alloc", "heap allocator: slab, locked, talc, buddy, slab-talc, slab-buddy (default: slab)"),
+    (
+        "alloc",
+        "heap allocator: slab, locked, talc, buddy, rlsf, slab-talc, slab-buddy, slab-rlsf (default: slab)",
+    ),
     ("heapcheck", "on checks the heap for corruption, HEAPCHECK records (default: off)"),
     ("test_skip", "run kernel tests from this index on (set by the runner)"),
     ("workload", "job=bench: local, xfer, seed, mixed or null (default: local)"),

@@ -3,15 +3,20 @@
 //! caches, or none) over one backend, all over the same heap region and
 //! behind the same instrumented global lock, so their figures compare.
 mod buddy;
+mod rlsf;
 mod talc;
 
 use core::{alloc::Layout, ptr::NonNull};
 
 use slab_core::{Backend, Mode};
 
-pub use self::{buddy::BuddyBackend, talc::TalcBackend};
+pub use self::{buddy::BuddyBackend, rlsf::RlsfBackend, talc::TalcBackend};
 
 /// Which backing allocator serves the heap region.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one instance, inside the global heap's static; rlsf's free-list table is 7 KiB"
+)]
 pub enum HeapBackend {
     /// `linked_list_allocator::Heap`, the chapter's allocator.
     LinkedList(linked_list_allocator::Heap),
@@ -19,6 +24,8 @@ pub enum HeapBackend {
     Talc(TalcBackend),
     /// `buddy_system_allocator::Heap`.
     Buddy(BuddyBackend),
+    /// `rlsf::Tlsf`.
+    Rlsf(RlsfBackend),
 }
 
 /// The kinds of [`HeapBackend`], as chosen on the command line.
@@ -27,6 +34,7 @@ pub enum BackendKind {
     LinkedList,
     Talc,
     Buddy,
+    Rlsf,
 }
 
 impl HeapBackend {
@@ -51,6 +59,8 @@ impl HeapBackend {
             BackendKind::Talc => Self::Talc(unsafe { TalcBackend::over(start, bytes) }),
             // SAFETY: forwarded from the caller.
             BackendKind::Buddy => Self::Buddy(unsafe { BuddyBackend::over(start, bytes) }),
+            // SAFETY: forwarded from the caller.
+            BackendKind::Rlsf => Self::Rlsf(unsafe { RlsfBackend::over(start, bytes) }),
         }
     }
 
@@ -59,6 +69,7 @@ impl HeapBackend {
             Self::LinkedList(heap) => heap,
             Self::Talc(talc) => talc,
             Self::Buddy(buddy) => buddy,
+            Self::Rlsf(rlsf) => rlsf,
         }
     }
 
@@ -67,6 +78,7 @@ impl HeapBackend {
             Self::LinkedList(heap) => heap,
             Self::Talc(talc) => talc,
             Self::Buddy(buddy) => buddy,
+            Self::Rlsf(rlsf) => rlsf,
         }
     }
 }
@@ -109,8 +121,10 @@ pub const ALLOCATORS: &[AllocatorChoice] = &[
     AllocatorChoice { name: "locked", mode: Mode::Locked, backend: BackendKind::LinkedList },
     AllocatorChoice { name: "talc", mode: Mode::Locked, backend: BackendKind::Talc },
     AllocatorChoice { name: "buddy", mode: Mode::Locked, backend: BackendKind::Buddy },
+    AllocatorChoice { name: "rlsf", mode: Mode::Locked, backend: BackendKind::Rlsf },
     AllocatorChoice { name: "slab-talc", mode: Mode::Slab, backend: BackendKind::Talc },
     AllocatorChoice { name: "slab-buddy", mode: Mode::Slab, backend: BackendKind::Buddy },
+    AllocatorChoice { name: "slab-rlsf", mode: Mode::Slab, backend: BackendKind::Rlsf },
 ];
 
 impl AllocatorChoice {
