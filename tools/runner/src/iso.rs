@@ -95,16 +95,23 @@ pub fn rewrite_conf(conf: &str, cmdline: &str) -> Result<String, String> {
     let has_cmdline = conf.lines().any(|line| key_of(line).as_deref() == Some("cmdline"));
     let mut out = String::new();
     let mut changed = false;
+    // An entry naming its kernel twice (`kernel_path:` for Limine 8.x,
+    // `path:` for 9.x) gets one `cmdline:`.
+    let mut entry_has_cmdline = false;
     for line in conf.lines() {
+        if line.trim_start().starts_with('/') {
+            entry_has_cmdline = false;
+        }
         match key_of(line).as_deref() {
             Some("cmdline") => {
                 out.push_str(&format!("{}cmdline: {cmdline}\n", indent_of(line)));
                 changed = true;
             }
-            Some("path" | "kernel_path") if !has_cmdline => {
+            Some("path" | "kernel_path") if !has_cmdline && !entry_has_cmdline => {
                 out.push_str(line);
                 out.push_str(&format!("\n{}cmdline: {cmdline}\n", indent_of(line)));
                 changed = true;
+                entry_has_cmdline = true;
             }
             _ => {
                 out.push_str(line);
@@ -245,6 +252,11 @@ mod tests {
             "timeout: 0\n/k\n  protocol: limine\n  path: boot():/boot/kernel\n  cmdline: job=stress\n  comment: x\n"
         );
         assert!(rewrite_conf("timeout: 0\n", "x=1").is_err());
+        let both = "/k\n  kernel_path: boot():/k\n  path: boot():/k\n/j\n  path: boot():/j\n";
+        assert_eq!(
+            rewrite_conf(both, "a=1").unwrap(),
+            "/k\n  kernel_path: boot():/k\n  cmdline: a=1\n  path: boot():/k\n/j\n  path: boot():/j\n  cmdline: a=1\n"
+        );
     }
 
     #[test]
