@@ -118,7 +118,10 @@ pub fn boot_with(
     let stderr_forwarder = thread::spawn(move || forward_stderr(stderr));
 
     let deadline = config.timeout.map(|limit| start + limit);
-    let mut watch = LoaderWatch::for_media(&config.machine.media, start);
+    // Under --gdb QEMU waits, halted, for the debugger: no watch then.
+    let mut watch = (!config.machine.gdb)
+        .then(|| LoaderWatch::for_media(&config.machine.media, start))
+        .flatten();
     let mut lines = Vec::new();
     let mut boot_line_at = None;
     let mut take = |line: String| {
@@ -299,7 +302,10 @@ fn forward_stderr(mut stderr: impl Read) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{accel::Accel, qemu::Media};
+    use crate::{
+        accel::Accel,
+        qemu::{Firmware, Media},
+    };
 
     /// A stand-in for QEMU: a shell script that ignores QEMU's arguments.
     fn fake_qemu(dir: &std::path::Path, script: &str) -> OsString {
@@ -415,6 +421,54 @@ exec sleep 30",
         let qemu = fake_qemu(dir.path(), "exec >/dev/null; exec sleep 30");
         let outcome = boot(&config(qemu, Some(Duration::from_millis(300)))).unwrap();
         assert_eq!(outcome.status, QemuStatus::TimedOut);
+    }
+
+    fn iso_config(qemu: OsString, timeout: Option<Duration>) -> BootConfig {
+        let mut config = config(qemu, timeout);
+        config.machine.media = Media::Iso { iso: "k.iso".into(), firmware: Firmware::Bios };
+        config
+    }
+
+    #[test]
+    fn a_limine_panic_stops_an_iso_boot_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            r"printf '\033[31mPANIC\033[37;1m\033[0m: limine: KERNEL_PATH not specified\r\nStacktrace:\r\n'
+printf 'End of trace. Press a key to return to menu.'; exec sleep 30",
+        );
+        let outcome = boot(&iso_config(qemu, Some(Duration::from_secs(20)))).unwrap();
+        assert_eq!(outcome.status, QemuStatus::LoaderFailed);
+        assert_eq!(
+            outcome.reason(Some(Duration::from_secs(20))).unwrap(),
+            "Limine stopped with an error before starting the kernel: limine: KERNEL_PATH not specified"
+        );
+        assert!(outcome.duration < Duration::from_secs(5), "{:?}", outcome.duration);
+        // The unfinished last line is kept as a line.
+        assert_eq!(outcome.lines.last().unwrap(), "End of trace. Press a key to return to menu.");
+    }
+
+    #[test]
+    fn a_limine_boot_that_goes_on_is_not_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            "echo 'limine: Loading kernel `boot():/boot/kernel`...'; echo 'BOOT {\"cpus\":1}'; exit 33",
+        );
+        let outcome = boot(&iso_config(qemu, Some(Duration::from_secs(20)))).unwrap();
+        assert_eq!(outcome.status, QemuStatus::Exited(33));
+        assert_eq!(outcome.loader_failure, None);
+    }
+
+    #[test]
+    fn under_gdb_an_iso_boot_is_not_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(dir.path(), "printf 'PANIC: limine: x\n'; exec sleep 30");
+        let mut config = iso_config(qemu, Some(Duration::from_millis(300)));
+        config.machine.gdb = true;
+        let outcome = boot(&config).unwrap();
+        assert_eq!(outcome.status, QemuStatus::TimedOut);
+        assert_eq!(outcome.loader_failure, None);
     }
 
     #[test]
