@@ -20,11 +20,12 @@ impl MemoryRegion {
 pub struct BootInfo {
     pub bootloader_name: &'static str,
     pub bootloader_version: &'static str,
-    /// The Limine base revision in force.
+    /// The Limine base revision the bootloader served (2 or 3).
     pub base_revision: u64,
     pub hhdm_offset: u64,
     /// Usable memory from the memory map, sorted.
     pub usable: &'static [MemoryRegion],
+    /// The RSDP's physical address (whatever form the response gave it in).
     pub rsdp_phys: u64,
     pub kernel_physical_base: u64,
     pub kernel_virtual_base: u64,

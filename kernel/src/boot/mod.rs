@@ -4,9 +4,11 @@
 //! the `BOOT` record and calls main.
 mod info;
 mod requests;
+pub mod revision;
 
 pub use info::{BootInfo, MemoryRegion};
-pub use requests::{BASE_REVISION_WANTED, STACK_BYTES};
+pub use requests::STACK_BYTES;
+pub use revision::{BASE_REVISION_OLDEST, BASE_REVISION_WANTED};
 
 use limine::memmap::MEMMAP_USABLE;
 use spin::Once;
@@ -70,7 +72,7 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
         println!("boot: no PIT to calibrate the TSC; assuming {timestamp_hz} Hz");
     }
 
-    let rsdp_phys = physical(responses.rsdp_address, responses.hhdm_offset);
+    let rsdp_phys = responses.rsdp_phys;
     let madt =
         acpi::madt_cpus(rsdp_phys).unwrap_or_else(|e| boot_error(format_args!("ACPI MADT: {e}")));
 
@@ -124,10 +126,6 @@ pub fn start(main: fn(&'static BootInfo) -> ExitCode) -> ! {
     // others do when they run a job.
     arch::interrupts::enable();
     exit(main(info))
-}
-
-fn physical(address: u64, hhdm_offset: u64) -> u64 {
-    if address >= hhdm_offset { address - hhdm_offset } else { address }
 }
 
 fn usable_regions(entries: &[&limine::memmap::Entry]) -> &'static [MemoryRegion] {

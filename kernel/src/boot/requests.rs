@@ -11,8 +11,11 @@ use limine::{
     },
 };
 
-/// The base revision of the Limine protocol the kernel is written for.
-pub const BASE_REVISION_WANTED: u64 = 3;
+use super::revision::{
+    BASE_REVISION_WANTED, BaseRevisionTag, Bootloader, RevisionError, RsdpAddressError,
+    rsdp_physical, served_base_revision,
+};
+
 /// Stack for the bootstrap CPU and each application processor.
 pub const STACK_BYTES: u64 = 256 * 1024;
 
@@ -62,15 +65,16 @@ static END_MARKER: RequestsEndMarker = RequestsEndMarker::new();
 
 /// What the bootloader answered, once checked complete.
 pub struct Responses {
+    /// The base revision the bootloader served (2 or 3).
     pub base_revision: u64,
     pub bootloader_name: &'static str,
     pub bootloader_version: &'static str,
     pub hhdm_offset: u64,
     pub memory_map: &'static [&'static Entry],
     pub mp: &'static MpRespData,
-    /// As the bootloader gave it (physical in base revision 3; older
-    /// bootloaders gave an HHDM address).
-    pub rsdp_address: u64,
+    /// The RSDP's physical address (the response gives an HHDM address
+    /// before base revision 3).
+    pub rsdp_phys: u64,
     pub kernel_physical_base: u64,
     pub kernel_virtual_base: u64,
     pub kernel_file: &'static File,
@@ -79,47 +83,49 @@ pub struct Responses {
 /// Why the kernel cannot go on with what the bootloader answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseError {
-    /// The bootloader does not speak the base revision the kernel needs.
-    BaseRevisionUnsupported { actual: Option<u64> },
+    /// The kernel cannot tell, or cannot run under, the base revision served.
+    BaseRevision(RevisionError<'static>),
     /// The named request got no response.
     Missing(&'static str),
+    /// The RSDP response does not fit the base revision.
+    Rsdp(RsdpAddressError),
 }
 
 impl core::fmt::Display for ResponseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::BaseRevisionUnsupported { actual: Some(actual) } => write!(
-                f,
-                "Limine base revision {BASE_REVISION_WANTED} is not supported by the bootloader (it loaded revision {actual})"
-            ),
-            Self::BaseRevisionUnsupported { actual: None } => write!(
-                f,
-                "Limine base revision {BASE_REVISION_WANTED} is not supported: no Limine-protocol bootloader answered"
-            ),
+            Self::BaseRevision(e) => write!(f, "{e}"),
             Self::Missing(name) => write!(f, "the bootloader gave no {name} response"),
+            Self::Rsdp(e) => write!(f, "{e}"),
         }
     }
 }
 
 /// Checks the base revision and that every needed response is there.
 pub fn collect() -> Result<Responses, ResponseError> {
-    if !BASE_REVISION.is_supported() {
-        return Err(ResponseError::BaseRevisionUnsupported {
-            actual: BASE_REVISION.actual_revision(),
-        });
-    }
+    let info = BOOTLOADER_INFO.response();
+    let tag = BaseRevisionTag {
+        wanted_is_served: BASE_REVISION.is_supported(),
+        reported: BASE_REVISION.actual_revision(),
+    };
+    let bootloader = info.map(|info| Bootloader { name: info.name(), version: info.version() });
+    let base_revision =
+        served_base_revision(tag, bootloader).map_err(ResponseError::BaseRevision)?;
     let missing = ResponseError::Missing;
-    let info = BOOTLOADER_INFO.response().ok_or(missing("bootloader info"))?;
+    let info = info.ok_or(missing("bootloader info"))?;
     let executable_address = EXECUTABLE_ADDRESS.response().ok_or(missing("executable address"))?;
     STACK_SIZE.response().ok_or(missing("stack size"))?;
+    let hhdm_offset = HHDM.response().ok_or(missing("HHDM"))?.offset;
+    let rsdp_address = RSDP.response().ok_or(missing("RSDP"))?.address as u64;
     Ok(Responses {
-        base_revision: BASE_REVISION.actual_revision().unwrap_or(BASE_REVISION_WANTED),
+        base_revision,
         bootloader_name: info.name(),
         bootloader_version: info.version(),
-        hhdm_offset: HHDM.response().ok_or(missing("HHDM"))?.offset,
+        hhdm_offset,
         memory_map: MEMORY_MAP.response().ok_or(missing("memory map"))?.entries(),
         mp: MP.response().ok_or(missing("MP"))?,
-        rsdp_address: RSDP.response().ok_or(missing("RSDP"))?.address as u64,
+        rsdp_phys: rsdp_physical(rsdp_address, base_revision, hhdm_offset)
+            .map_err(ResponseError::Rsdp)?,
         kernel_physical_base: executable_address.physical_base,
         kernel_virtual_base: executable_address.virtual_base,
         kernel_file: EXECUTABLE_FILE

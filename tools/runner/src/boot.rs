@@ -5,7 +5,7 @@
 //! (benchmarks).
 use std::{
     ffi::OsString,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     path::Path,
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc::{self, Receiver, RecvTimeoutError},
@@ -14,6 +14,7 @@ use std::{
 };
 
 use crate::{
+    loaderwatch::{LoaderFailure, LoaderWatch},
     nmidump::{self, NmiDump},
     outcome::Verdict,
     qemu::Machine,
@@ -52,6 +53,9 @@ pub enum QemuStatus {
     Killed,
     /// The runner killed QEMU when the time limit ran out.
     TimedOut,
+    /// The runner killed QEMU when the bootloader failed
+    /// ([`BootOutcome::loader_failure`] says how).
+    LoaderFailed,
 }
 
 /// What one boot produced.
@@ -68,12 +72,18 @@ pub struct BootOutcome {
     pub boot_line_at: Option<Duration>,
     /// On a timeout: whether the kernel's NMI dump was asked for and came.
     pub nmi_dump: NmiDump,
+    /// Why the bootloader (Limine, on ISO boots) never handed over, when
+    /// the runner stopped the boot for it.
+    pub loader_failure: Option<LoaderFailure>,
 }
 
 impl BootOutcome {
     /// Why the boot did not succeed, for the `runner: ` line (`None` for
     /// success); a timeout says what came of the NMI dump.
     pub fn reason(&self, timeout: Option<Duration>) -> Option<String> {
+        if let Some(failure) = &self.loader_failure {
+            return Some(failure.to_string());
+        }
         let reason = Verdict::of(self.status).reason(&self.lines, &self.stderr, timeout)?;
         Some(match self.nmi_dump.note() {
             Some(note) => format!("{reason} ({note})"),
@@ -103,22 +113,15 @@ pub fn boot_with(
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
 
-    let (sender, receiver) = mpsc::channel::<String>();
-    let reader = thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut bytes = Vec::new();
-        while matches!(reader.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
-            let text = String::from_utf8_lossy(&bytes);
-            let line = text.trim_end_matches(['\n', '\r']).to_string();
-            bytes.clear();
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (sender, receiver) = mpsc::channel::<Serial>();
+    let reader = thread::spawn(move || read_serial(stdout, &sender));
     let stderr_forwarder = thread::spawn(move || forward_stderr(stderr));
 
     let deadline = config.timeout.map(|limit| start + limit);
+    // Under --gdb QEMU waits, halted, for the debugger: no watch then.
+    let mut watch = (!config.machine.gdb)
+        .then(|| LoaderWatch::for_media(&config.machine.media, start))
+        .flatten();
     let mut lines = Vec::new();
     let mut boot_line_at = None;
     let mut take = |line: String| {
@@ -134,37 +137,104 @@ pub fn boot_with(
         lines.push(line);
     };
     let mut timed_out = false;
+    let mut loader_failure = None;
+    let mut unfinished = String::new();
     loop {
-        let received = match deadline {
-            Some(deadline) => {
-                receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            }
+        let wake =
+            [deadline, watch.as_ref().and_then(LoaderWatch::deadline)].into_iter().flatten().min();
+        let received = match wake {
+            Some(wake) => receiver.recv_timeout(wake.saturating_duration_since(Instant::now())),
             None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
+        let now = Instant::now();
+        let failure = match (&received, watch.as_mut()) {
+            (Ok(Serial::Line(line)), Some(watch)) => watch.observe(line, true, now),
+            (Ok(Serial::Unfinished(text)), Some(watch)) => watch.observe(text, false, now),
+            (Err(RecvTimeoutError::Timeout), Some(watch)) => watch.check(now, &unfinished),
+            _ => None,
+        };
         match received {
-            Ok(line) => take(line),
-            Err(RecvTimeoutError::Timeout) => {
+            Ok(Serial::Line(line)) => {
+                unfinished.clear();
+                take(line);
+            }
+            Ok(Serial::Unfinished(text)) => unfinished = text,
+            Err(RecvTimeoutError::Timeout) if deadline.is_some_and(|deadline| now >= deadline) => {
                 timed_out = true;
                 break;
             }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if failure.is_some() {
+            loader_failure = failure;
+            break;
         }
     }
     let nmi_dump = match &config.machine.monitor {
         Some(socket) if timed_out => ask_for_nmi_dump(socket, &receiver, &mut take),
         _ => NmiDump::NotRequested,
     };
+    let stop_now = timed_out || loader_failure.is_some();
     let status =
-        match wait_until(&mut child, if timed_out { Some(Instant::now()) } else { deadline })? {
+        match wait_until(&mut child, if stop_now { Some(Instant::now()) } else { deadline })? {
             Some(status) => status_of(status),
+            None if loader_failure.is_some() => QemuStatus::LoaderFailed,
             None => QemuStatus::TimedOut,
         };
     // QEMU is gone, so its pipes are closed and both threads end.
     let _ = reader.join();
     let stderr = stderr_forwarder.join().unwrap_or_default();
-    // Lines the reader sent after the timeout broke the loop.
-    lines.extend(receiver.try_iter());
-    Ok(BootOutcome { status, lines, stderr, duration: start.elapsed(), boot_line_at, nmi_dump })
+    // Lines the reader sent after the loop ended (an unfinished last line
+    // comes as a line once QEMU's output closed).
+    for event in receiver.try_iter() {
+        if let Serial::Line(line) = event {
+            take(line);
+        }
+    }
+    Ok(BootOutcome {
+        status,
+        lines,
+        stderr,
+        duration: start.elapsed(),
+        boot_line_at,
+        nmi_dump,
+        loader_failure,
+    })
+}
+
+/// What the serial reader hands over.
+enum Serial {
+    /// A line, without its line ending.
+    Line(String),
+    /// The text of the line not yet ended, whenever more of it came (a
+    /// bootloader may never end its line: the UEFI console positions the
+    /// cursor instead).
+    Unfinished(String),
+}
+
+/// Reads QEMU's stdout (the serial port) into `sender` until it closes;
+/// text after the last line ending comes as a last line.
+fn read_serial(mut stdout: impl Read, sender: &mpsc::Sender<Serial>) {
+    let text =
+        |bytes: &[u8]| String::from_utf8_lossy(bytes).trim_end_matches(['\n', '\r']).to_string();
+    let mut pending = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+        pending.extend_from_slice(&chunk[..n]);
+        while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if sender.send(Serial::Line(text(&line))).is_err() {
+                return;
+            }
+        }
+        if !pending.is_empty() && sender.send(Serial::Unfinished(text(&pending))).is_err() {
+            return;
+        }
+    }
+    if !pending.is_empty() {
+        let _ = sender.send(Serial::Line(text(&pending)));
+    }
 }
 
 /// After a timeout, with QEMU still running: asks for the kernel's NMI dump
@@ -172,7 +242,7 @@ pub fn boot_with(
 /// grace period to `take`, stopping early at the dump's end marker.
 fn ask_for_nmi_dump(
     socket: &Path,
-    receiver: &Receiver<String>,
+    receiver: &Receiver<Serial>,
     take: &mut dyn FnMut(String),
 ) -> NmiDump {
     if let Err(why) = nmidump::inject_nmi(socket) {
@@ -180,8 +250,9 @@ fn ask_for_nmi_dump(
     }
     let grace_end = Instant::now() + nmidump::GRACE;
     let mut dump_lines = Vec::new();
-    while let Ok(line) = receiver.recv_timeout(grace_end.saturating_duration_since(Instant::now()))
+    while let Ok(event) = receiver.recv_timeout(grace_end.saturating_duration_since(Instant::now()))
     {
+        let Serial::Line(line) = event else { continue };
         let end = nmidump::is_end_marker(&line);
         dump_lines.push(line.clone());
         take(line);
@@ -231,7 +302,10 @@ fn forward_stderr(mut stderr: impl Read) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{accel::Accel, qemu::Media};
+    use crate::{
+        accel::Accel,
+        qemu::{Firmware, Media},
+    };
 
     /// A stand-in for QEMU: a shell script that ignores QEMU's arguments.
     fn fake_qemu(dir: &std::path::Path, script: &str) -> OsString {
@@ -347,6 +421,54 @@ exec sleep 30",
         let qemu = fake_qemu(dir.path(), "exec >/dev/null; exec sleep 30");
         let outcome = boot(&config(qemu, Some(Duration::from_millis(300)))).unwrap();
         assert_eq!(outcome.status, QemuStatus::TimedOut);
+    }
+
+    fn iso_config(qemu: OsString, timeout: Option<Duration>) -> BootConfig {
+        let mut config = config(qemu, timeout);
+        config.machine.media = Media::Iso { iso: "k.iso".into(), firmware: Firmware::Bios };
+        config
+    }
+
+    #[test]
+    fn a_limine_panic_stops_an_iso_boot_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            r"printf '\033[31mPANIC\033[37;1m\033[0m: limine: KERNEL_PATH not specified\r\nStacktrace:\r\n'
+printf 'End of trace. Press a key to return to menu.'; exec sleep 30",
+        );
+        let outcome = boot(&iso_config(qemu, Some(Duration::from_secs(20)))).unwrap();
+        assert_eq!(outcome.status, QemuStatus::LoaderFailed);
+        assert_eq!(
+            outcome.reason(Some(Duration::from_secs(20))).unwrap(),
+            "Limine stopped with an error before starting the kernel: limine: KERNEL_PATH not specified"
+        );
+        assert!(outcome.duration < Duration::from_secs(5), "{:?}", outcome.duration);
+        // The unfinished last line is kept as a line.
+        assert_eq!(outcome.lines.last().unwrap(), "End of trace. Press a key to return to menu.");
+    }
+
+    #[test]
+    fn a_limine_boot_that_goes_on_is_not_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(
+            dir.path(),
+            "echo 'limine: Loading kernel `boot():/boot/kernel`...'; echo 'BOOT {\"cpus\":1}'; exit 33",
+        );
+        let outcome = boot(&iso_config(qemu, Some(Duration::from_secs(20)))).unwrap();
+        assert_eq!(outcome.status, QemuStatus::Exited(33));
+        assert_eq!(outcome.loader_failure, None);
+    }
+
+    #[test]
+    fn under_gdb_an_iso_boot_is_not_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let qemu = fake_qemu(dir.path(), "printf 'PANIC: limine: x\n'; exec sleep 30");
+        let mut config = iso_config(qemu, Some(Duration::from_millis(300)));
+        config.machine.gdb = true;
+        let outcome = boot(&config).unwrap();
+        assert_eq!(outcome.status, QemuStatus::TimedOut);
+        assert_eq!(outcome.loader_failure, None);
     }
 
     #[test]

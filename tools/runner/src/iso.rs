@@ -1,6 +1,8 @@
 //! The Limine boot modes: a hybrid BIOS/UEFI ISO built with xorriso from a
-//! Limine binary release (`$LIMINE_DIR`), holding the kernel at /boot/kernel
-//! and the repo's `limine.conf` with the runner's command line filled in.
+//! Limine binary release (`$LIMINE_DIR`, else the copy vendored in
+//! `third_party/limine`), holding the kernel at /boot/kernel and the repo's
+//! `limine.conf` (or `$RUNNER_LIMINE_CONF`) with the runner's command line
+//! filled in.
 use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
@@ -13,6 +15,10 @@ use crate::qemu::Firmware;
 
 /// Names the folder of a Limine binary release.
 pub const LIMINE_DIR_ENV: &str = "LIMINE_DIR";
+/// The release used when `LIMINE_DIR` is not set, under the workspace root.
+pub const VENDORED_LIMINE: &str = "third_party/limine";
+/// Names a `limine.conf` to use instead of the repo's.
+pub const LIMINE_CONF_ENV: &str = "RUNNER_LIMINE_CONF";
 /// The release's files the ISO needs.
 pub const LIMINE_FILES: [&str; 4] =
     ["limine-bios.sys", "limine-bios-cd.bin", "limine-uefi-cd.bin", "BOOTX64.EFI"];
@@ -22,8 +28,9 @@ pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// Where the Limine release is.
-const WHERE_LIMINE_COMES_FROM: &str = "a Limine binary release: the v9.x-binary (or v8.x-binary) branch \
-     of the limine-bootloader/limine project, with its host tool built by `make -C $LIMINE_DIR`; \
+const WHERE_LIMINE_COMES_FROM: &str = "a Limine binary release: the v8.x-binary (tested: 8.2.0, \
+     vendored in third_party/limine) or v9.x-binary branch of the limine-bootloader/limine project, \
+     with its host tool built by `make -C $LIMINE_DIR` (tools/setup does it for the vendored copy); \
      the runner never downloads it";
 
 /// A Limine binary release.
@@ -32,6 +39,12 @@ pub struct Limine {
     pub dir: PathBuf,
     /// The `limine` host tool (for `limine bios-install`), if there is one.
     pub tool: Option<PathBuf>,
+}
+
+/// The Limine release folder: `$LIMINE_DIR` when set (`env`), else the
+/// vendored copy under `root`.
+pub fn limine_dir(env: Option<&OsStr>, root: &Path) -> PathBuf {
+    env.filter(|dir| !dir.is_empty()).map_or_else(|| root.join(VENDORED_LIMINE), PathBuf::from)
 }
 
 /// Finds the release in `dir` (the value of `$LIMINE_DIR`); `bios` also
@@ -63,7 +76,8 @@ pub fn find_limine(dir: Option<&OsStr>, bios: bool) -> Result<Limine, String> {
         .or_else(|| crate::find_in_path("limine"));
     if bios && tool.is_none() {
         return Err(format!(
-            "{}/limine (the host tool for `limine bios-install`) is missing: build it with `make -C {}`",
+            "{}/limine (the host tool for `limine bios-install`) is missing: build it with `make -C {}` \
+             (tools/setup builds the vendored copy's)",
             dir.display(),
             dir.display()
         ));
@@ -81,16 +95,23 @@ pub fn rewrite_conf(conf: &str, cmdline: &str) -> Result<String, String> {
     let has_cmdline = conf.lines().any(|line| key_of(line).as_deref() == Some("cmdline"));
     let mut out = String::new();
     let mut changed = false;
+    // An entry naming its kernel twice (`kernel_path:` for Limine 8.x,
+    // `path:` for 9.x) gets one `cmdline:`.
+    let mut entry_has_cmdline = false;
     for line in conf.lines() {
+        if line.trim_start().starts_with('/') {
+            entry_has_cmdline = false;
+        }
         match key_of(line).as_deref() {
             Some("cmdline") => {
                 out.push_str(&format!("{}cmdline: {cmdline}\n", indent_of(line)));
                 changed = true;
             }
-            Some("path" | "kernel_path") if !has_cmdline => {
+            Some("path" | "kernel_path") if !has_cmdline && !entry_has_cmdline => {
                 out.push_str(line);
                 out.push_str(&format!("\n{}cmdline: {cmdline}\n", indent_of(line)));
                 changed = true;
+                entry_has_cmdline = true;
             }
             _ => {
                 out.push_str(line);
@@ -231,6 +252,11 @@ mod tests {
             "timeout: 0\n/k\n  protocol: limine\n  path: boot():/boot/kernel\n  cmdline: job=stress\n  comment: x\n"
         );
         assert!(rewrite_conf("timeout: 0\n", "x=1").is_err());
+        let both = "/k\n  kernel_path: boot():/k\n  path: boot():/k\n/j\n  path: boot():/j\n";
+        assert_eq!(
+            rewrite_conf(both, "a=1").unwrap(),
+            "/k\n  kernel_path: boot():/k\n  cmdline: a=1\n  path: boot():/k\n/j\n  path: boot():/j\n  cmdline: a=1\n"
+        );
     }
 
     #[test]
@@ -240,6 +266,37 @@ mod tests {
             assert!(conf.contains("boot():/boot/kernel"), "limine.conf must name /boot/kernel");
             assert!(rewrite_conf(&conf, "heap=8M").unwrap().contains("cmdline: heap=8M"));
         }
+    }
+
+    #[test]
+    fn limine_dir_defaults_to_the_vendored_copy() {
+        let root = Path::new("/repo");
+        assert_eq!(limine_dir(None, root), Path::new("/repo/third_party/limine"));
+        assert_eq!(limine_dir(Some(OsStr::new("")), root), Path::new("/repo/third_party/limine"));
+        assert_eq!(limine_dir(Some(OsStr::new("/opt/limine")), root), Path::new("/opt/limine"));
+    }
+
+    #[test]
+    fn the_vendored_copy_is_a_whole_release() {
+        let dir = crate::loader::workspace_root().join(VENDORED_LIMINE);
+        for file in LIMINE_FILES.iter().chain(&["limine.c", "limine-bios-hdd.h", "LICENSE"]) {
+            assert!(dir.join(file).is_file(), "{} is missing", dir.join(file).display());
+        }
+    }
+
+    #[test]
+    fn the_repo_conf_suits_limine_8_and_9() {
+        let conf = std::fs::read_to_string(crate::loader::workspace_root().join("limine.conf"))
+            .expect("limine.conf at the repo's top");
+        let value = |key: &str| {
+            conf.lines().find_map(|line| {
+                let (k, v) = line.trim().split_once(':')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+        };
+        assert_eq!(value("kernel_path").as_deref(), Some("boot():/boot/kernel"), "Limine 8.x");
+        assert_eq!(value("path").as_deref(), Some("boot():/boot/kernel"), "Limine 9.x");
+        assert_eq!(value("serial").as_deref(), Some("yes"), "Limine's errors on COM1");
     }
 
     #[test]

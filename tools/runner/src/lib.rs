@@ -13,6 +13,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod iso;
 pub mod loader;
+pub mod loaderwatch;
 pub mod nmidump;
 pub mod outcome;
 pub mod profile;

@@ -31,6 +31,9 @@ pub enum Verdict {
     /// for a signal.
     NoVerdict(Option<i32>),
     Timeout,
+    /// The bootloader stopped with an error or said nothing (the runner
+    /// stopped QEMU early).
+    LoaderFailure,
 }
 
 impl Verdict {
@@ -44,6 +47,7 @@ impl Verdict {
             QemuStatus::Exited(other) => Self::NoVerdict(Some(other)),
             QemuStatus::Killed => Self::NoVerdict(None),
             QemuStatus::TimedOut => Self::Timeout,
+            QemuStatus::LoaderFailed => Self::LoaderFailure,
         }
     }
 
@@ -54,7 +58,7 @@ impl Verdict {
             Self::Success => EXIT_SUCCESS,
             Self::HeapExhausted => EXIT_HEAP_EXHAUSTED,
             Self::Timeout => EXIT_TIMEOUT,
-            Self::Failure | Self::Resume | Self::NoVerdict(_) => EXIT_FAILURE,
+            Self::Failure | Self::Resume | Self::NoVerdict(_) | Self::LoaderFailure => EXIT_FAILURE,
         }
     }
 
@@ -105,6 +109,7 @@ impl Verdict {
                 reason
             }
             Self::Timeout => format!("timeout after {} s", timeout.unwrap_or_default().as_secs()),
+            Self::LoaderFailure => "the bootloader never started the kernel".to_string(),
         };
         Some(reason)
     }
@@ -118,6 +123,7 @@ impl Verdict {
             Self::Resume => "resume",
             Self::NoVerdict(_) => "no verdict",
             Self::Timeout => "timeout",
+            Self::LoaderFailure => "bootloader failure",
         }
     }
 }
@@ -142,6 +148,7 @@ mod tests {
             (QemuStatus::Exited(3), Verdict::NoVerdict(Some(3)), 1),
             (QemuStatus::Killed, Verdict::NoVerdict(None), 1),
             (QemuStatus::TimedOut, Verdict::Timeout, 124),
+            (QemuStatus::LoaderFailed, Verdict::LoaderFailure, 1),
         ];
         for (status, verdict, code) in cases {
             assert_eq!(Verdict::of(status), verdict, "{status:?}");

@@ -100,10 +100,11 @@ impl MediaSource {
             BootMode::Pvh => Ok(Self::Pvh { loader: loader::pvh_loader(root)? }),
             BootMode::LimineBios | BootMode::LimineUefi => {
                 let bios = mode == BootMode::LimineBios;
-                let limine =
-                    iso::find_limine(std::env::var_os(iso::LIMINE_DIR_ENV).as_deref(), bios)
-                        .map_err(|e| anyhow!("--boot {}: {e}", mode.name()))?;
-                let path = root.join("limine.conf");
+                let dir = iso::limine_dir(std::env::var_os(iso::LIMINE_DIR_ENV).as_deref(), root);
+                let limine = iso::find_limine(Some(dir.as_os_str()), bios)
+                    .map_err(|e| anyhow!("--boot {}: {e}", mode.name()))?;
+                let path = std::env::var_os(iso::LIMINE_CONF_ENV)
+                    .map_or_else(|| root.join("limine.conf"), PathBuf::from);
                 let conf = std::fs::read_to_string(&path).with_context(|| {
                     format!("--boot {}: cannot read {}", mode.name(), path.display())
                 })?;

@@ -219,8 +219,13 @@ fn runner_errors_exit_2() {
     assert!(missing.stderr.contains("no-such-kernel"));
 
     if have_qemu() {
-        let limine = setup.run(&["--boot", "limine-bios"]);
+        let nowhere = setup.dir.path().join("no-limine-here");
+        let limine = setup.run_with_limine_dir(&["--boot", "limine-bios"], &nowhere);
         assert_eq!(limine.code, Some(2));
-        assert!(limine.stderr.contains("LIMINE_DIR"), "{}", limine.stderr);
+        assert!(
+            limine.stderr.contains("LIMINE_DIR=") && limine.stderr.contains("is not a folder"),
+            "{}",
+            limine.stderr
+        );
     }
 }

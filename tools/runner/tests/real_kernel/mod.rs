@@ -43,15 +43,20 @@ impl Run {
 
 /// Runs the runner on `kernel` with `args`, with the real PVH loader.
 pub fn run_runner(kernel: &Path, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .arg(kernel)
-        .args(args)
-        .env_remove("RUNNER_PVH_LOADER")
-        .output()
-        .expect("the runner runs");
+    run_runner_with_env(kernel, args, &[])
+}
+
+/// [`run_runner`] with extra environment variables.
+pub fn run_runner_with_env(kernel: &Path, args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runner"));
+    command.arg(kernel).args(args).env_remove("RUNNER_PVH_LOADER");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("the runner runs");
     let run =
         Run { code: output.status.code(), stdout: String::from_utf8_lossy(&output.stdout).into() };
-    eprintln!("--- {} {args:?} -> {:?}\n{}", kernel.display(), run.code, run.stdout);
+    eprintln!("--- {} {args:?} {env:?} -> {:?}\n{}", kernel.display(), run.code, run.stdout);
     eprintln!("--- stderr\n{}", String::from_utf8_lossy(&output.stderr));
     run
 }

@@ -162,6 +162,11 @@ impl Setup {
     pub fn run(&self, args: &[&str]) -> Run {
         run_runner(&self.loader, &self.kernel, args)
     }
+
+    /// [`Setup::run`] with `LIMINE_DIR` set to `limine_dir`.
+    pub fn run_with_limine_dir(&self, args: &[&str], limine_dir: &Path) -> Run {
+        run_runner_with(&self.loader, &self.kernel, args, Some(limine_dir))
+    }
 }
 
 /// What a runner invocation printed and returned.
@@ -183,13 +188,23 @@ impl Run {
 }
 
 pub fn run_runner(loader: &Path, kernel: &Path, args: &[&str]) -> Run {
-    let output: Output = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .arg(kernel)
-        .args(args)
-        .env("RUNNER_PVH_LOADER", loader)
-        .env_remove("LIMINE_DIR")
-        .output()
-        .unwrap();
+    run_runner_with(loader, kernel, args, None)
+}
+
+/// [`run_runner`] with `LIMINE_DIR` set to `limine_dir`, or unset.
+pub fn run_runner_with(
+    loader: &Path,
+    kernel: &Path,
+    args: &[&str],
+    limine_dir: Option<&Path>,
+) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runner"));
+    command.arg(kernel).args(args).env("RUNNER_PVH_LOADER", loader);
+    match limine_dir {
+        Some(dir) => command.env("LIMINE_DIR", dir),
+        None => command.env_remove("LIMINE_DIR"),
+    };
+    let output: Output = command.output().unwrap();
     let run = Run {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
