@@ -5,6 +5,11 @@ use std::{
     process::Command,
 };
 
+#[path = "../support/qemu.rs"]
+mod qemu;
+
+pub use qemu::require_qemu;
+
 pub const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
 
 pub fn repo_root() -> PathBuf {
@@ -43,6 +48,7 @@ impl Run {
 
 /// Runs the runner on `kernel` with `args`, with the real PVH loader.
 pub fn run_runner(kernel: &Path, args: &[&str]) -> Run {
+    require_qemu();
     let output = Command::new(env!("CARGO_BIN_EXE_runner"))
         .arg(kernel)
         .args(args)
