@@ -166,6 +166,25 @@ fn test_binary_with_a_failing_test() {
 }
 
 #[test]
+fn test_binary_with_an_ignored_test_passes_and_counts_it_as_ignored() {
+    require_qemu();
+    let first = "running 2 tests\n\
+                 Initiating test 0x00 needs_two_cpus... [Ignored] (needs at least 2 cpus, 1 online)\n\
+                 Initiating test 0x01 fine... [Pass] (0.1 ms)\n";
+    let setup = Setup::new((first, End::Exit(0x10)), ("", End::Hang), true);
+    let run = setup.run(&[]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.has_line("runner: test 0x00 needs_two_cpus ignored: needs at least 2 cpus, 1 online")
+    );
+    let result = run.stdout.lines().last().unwrap();
+    assert!(
+        result.starts_with("test result: ok. 1 passed; 0 failed; 1 ignored; 0 measured;"),
+        "{result}"
+    );
+}
+
+#[test]
 fn test_binary_that_hangs() {
     require_qemu();
     let first = "running 2 tests\nInitiating test 0x00 fine... [Pass] (0.1 ms)\n";
