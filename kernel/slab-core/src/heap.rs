@@ -133,6 +133,17 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         f(central.backend_mut())
     }
 
+    /// As [`with_backend`](Self::with_backend), for code on one of the
+    /// heap's CPUs whose acquisition should be that CPU's: counted in its
+    /// lock statistics, traced, and named by [`lock_holder`](Self::lock_holder)
+    /// while `f` runs (as the heap's own operations are). Only one of the
+    /// heap's CPUs may call it (`Platform::current_cpu` must name it).
+    pub fn with_backend_as_this_cpu<R>(&self, f: impl FnOnce(&mut B) -> R) -> R {
+        let masked = self.mask_irqs();
+        let mut central = self.lock_central(&masked);
+        f(central.backend_mut())
+    }
+
     /// Allocates a block for `layout`, or returns null when even after
     /// reclaiming every CPU's caches the backend has no room.
     ///
@@ -264,7 +275,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// The CPU holding the global lock right now, if any. Lock-free and
     /// allocation-free, so an NMI handler may call it to report a hang; the
-    /// answer may be stale by the time it is read.
+    /// answer may be stale by the time it is read. `None` also while code
+    /// that names no CPU holds it (`with_backend`, `usage`, `stats`).
     pub fn lock_holder(&self) -> Option<usize> {
         match self.lock_holder.load(Relaxed) {
             NO_HOLDER => None,
