@@ -168,9 +168,10 @@ fn spin_through_the_rate_window() -> [Option<RateWindow>; MAX_CPUS] {
 /// 10 kHz: its thread and QEMU's timer thread rarely run together, and
 /// missed ticks are dropped, not queued), so the test times the interval
 /// between consecutive ticks while the CPU ran throughout (QEMU delivers
-/// those on time): its median must be at most 3/2 of the period. A timer
-/// running at 2/3 of the rate or slower (a wrong calibration) fails that, and
-/// one that never ticks twice in a row (one-shot) fails before.
+/// those on time): its median must be at most 7/4 of the period. A timer
+/// running at 4/7 of the rate or slower (a wrong calibration: at half the
+/// rate the medians were 186 and 236 µs for a 100 µs period) fails that,
+/// and one that never ticks twice in a row (one-shot) fails before.
 #[test_case]
 fn timer_ticks_at_the_calibrated_rate_on_every_cpu() {
     start(TickWork::CountOnly);
@@ -214,14 +215,15 @@ fn timer_ticks_at_the_calibrated_rate_on_every_cpu() {
     }
 }
 
-/// The lower bound: the median tick-to-tick interval may be up to 3/2 of
+/// The lower bound: the median tick-to-tick interval may be up to 7/4 of
 /// the period. Medians measured at 10 kHz under TCG on the 2-core dev
-/// machine at `-smp 1, 2, 4, 8` and `-smp 4 alloc=locked` were 97.6 to
-/// 108.1 µs for a 100 µs period (`docs/kernel.md`), single intervals 7.9 to
-/// 731 µs: a late tick lengthens its own interval and shortens the next,
-/// which the median rides out.
-const SLOWEST_MEDIAN_NUM: u64 = 3;
-const SLOWEST_MEDIAN_DEN: u64 = 2;
+/// machine in 12 runs at `-smp 1, 2, 4, 8` and `-smp 4, 8 alloc=locked` were
+/// 96.8 to 114.7 µs for a 100 µs period (`docs/kernel.md`), single
+/// intervals 3.3 to 731 µs: a late tick lengthens its own interval and
+/// shortens the next, which the median rides out. 175 µs leaves half again
+/// the worst median seen.
+const SLOWEST_MEDIAN_NUM: u64 = 7;
+const SLOWEST_MEDIAN_DEN: u64 = 4;
 
 #[test_case]
 fn timer_interrupts_allocate_on_every_cpu_during_the_stress() {
