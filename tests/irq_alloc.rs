@@ -170,7 +170,7 @@ fn spin_through_the_rate_window() -> [Option<RateWindow>; MAX_CPUS] {
 /// between consecutive ticks while the CPU ran throughout (QEMU delivers
 /// those on time): its median must be at most 7/4 of the period. A timer
 /// running at 4/7 of the rate or slower (a wrong calibration: at half the
-/// rate the medians were 186 and 236 µs for a 100 µs period) fails that,
+/// rate the medians were 186 to 236 µs for a 100 µs period) fails that,
 /// and one that never ticks twice in a row (one-shot) fails before.
 #[test_case]
 fn timer_ticks_at_the_calibrated_rate_on_every_cpu() {
