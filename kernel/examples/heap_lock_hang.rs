@@ -30,7 +30,7 @@ fn main(_boot: &'static BootInfo) -> ExitCode {
 
 fn stuck_lock_holders_block_the_others() {
     smp::run_on_all_cpus(|cpu| match cpu {
-        HEAP_HOLDER_CPU => heap::heap().with_backend(|_| spin_for_ever()),
+        HEAP_HOLDER_CPU => heap::heap().with_backend_as_this_cpu(|_| spin_for_ever()),
         CONSOLE_HOLDER_CPU => println!("cpu {cpu} never finishes this line: {}", Endless),
         0 => {
             while heap::heap().lock_holder() != Some(HEAP_HOLDER_CPU) {

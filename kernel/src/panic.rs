@@ -1,6 +1,7 @@
 //! The panic handler: reports the CPU, the location and the message, stops
 //! the other CPUs and ends the run with the failure code (or, for a
-//! `should_panic` test, lets the test framework count it as a pass).
+//! `should_panic` test, lets the test framework judge it: a pass if the CPU
+//! and message are the ones the test expects).
 use core::{
     panic::PanicInfo,
     sync::atomic::{AtomicUsize, Ordering},
@@ -55,7 +56,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     }
     smp::stop_other_cpus();
     if testing::panic_was_expected() {
-        testing::pass_expected_panic();
+        testing::judge_expected_panic(cpu, &info.message(), &Location(info));
     }
     console::write_fmt_for_panic(format_args!(
         "PANIC cpu={} at {}: {}\n",

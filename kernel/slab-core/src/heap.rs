@@ -125,8 +125,20 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// Runs `f` on the backend under the global lock (interrupts masked):
     /// for boot-time setup such as `linked_list_allocator::Heap::init`, or
-    /// inspection. `f` must not use this heap.
+    /// inspection. `f` must not use this heap. Any thread may call it, one
+    /// of the heap's CPUs or not: it asks for no CPU index
+    /// ([`lock_central_from_anywhere`](Self::lock_central_from_anywhere)).
     pub fn with_backend<R>(&self, f: impl FnOnce(&mut B) -> R) -> R {
+        let mut central = self.lock_central_from_anywhere();
+        f(central.backend_mut())
+    }
+
+    /// As [`with_backend`](Self::with_backend), for code on one of the
+    /// heap's CPUs whose acquisition should be that CPU's: counted in its
+    /// lock statistics, traced, and named by [`lock_holder`](Self::lock_holder)
+    /// while `f` runs (as the heap's own operations are). Only one of the
+    /// heap's CPUs may call it (`Platform::current_cpu` must name it).
+    pub fn with_backend_as_this_cpu<R>(&self, f: impl FnOnce(&mut B) -> R) -> R {
         let masked = self.mask_irqs();
         let mut central = self.lock_central(&masked);
         f(central.backend_mut())
@@ -263,7 +275,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// The CPU holding the global lock right now, if any. Lock-free and
     /// allocation-free, so an NMI handler may call it to report a hang; the
-    /// answer may be stale by the time it is read.
+    /// answer may be stale by the time it is read. `None` also while code
+    /// that names no CPU holds it (`with_backend`, `usage`, `stats`).
     pub fn lock_holder(&self) -> Option<usize> {
         match self.lock_holder.load(Relaxed) {
             NO_HOLDER => None,
@@ -271,15 +284,18 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         }
     }
 
-    /// The backend's usage now.
+    /// The backend's usage now. Any thread may call it, one of the heap's
+    /// CPUs or not (it asks for no CPU index).
     pub fn usage(&self) -> HeapUsage {
-        let masked = self.mask_irqs();
-        self.lock_central(&masked).usage()
+        self.lock_central_from_anywhere().usage()
     }
 
     /// A snapshot of every online CPU's figures and the backend's usage.
     /// Other CPUs' counters are read as they are (Relaxed), so a snapshot
-    /// taken while they run is only approximately consistent.
+    /// taken while they run is only approximately consistent. Any thread
+    /// may call it, one of the heap's CPUs or not: it reads every CPU's
+    /// counters through atomics and takes the lock as
+    /// [`usage`](Self::usage) does.
     pub fn stats(&self) -> HeapStats {
         let mut stats = HeapStats::new(self.mode(), self.usage(), self.platform.cpu_count());
         for (cpu, slot) in self.cpus.iter().enumerate().take(stats.cpus) {
@@ -594,6 +610,18 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         Masked { cpu, counters: self.slot(cpu).counters(), _irqs: irqs }
     }
 
+    /// Takes the global lock for code that need not run on one of the
+    /// heap's CPUs (statistics, setup; on the host, any thread; tools):
+    /// with interrupts masked where it runs, as every holder of the lock,
+    /// but without asking `Platform::current_cpu`, so no CPU's slot or
+    /// counters are touched. The acquisition is counted for no CPU, not
+    /// traced (`Platform::lock_released`), and `lock_holder` does not name
+    /// it. The heap's own operations take the lock with `lock_central`.
+    fn lock_central_from_anywhere(&self) -> AnywhereGuard<'_, B, P::IrqGuard> {
+        let irqs = self.platform.mask_irqs();
+        AnywhereGuard { central: self.central.lock(), _irqs: irqs }
+    }
+
     /// Takes the global lock as `masked`'s CPU: a `try_lock` first, whose
     /// failure counts as contention, then spinning, timed.
     #[inline]
@@ -631,6 +659,28 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 enum Op {
     Alloc,
     Free,
+}
+
+/// The global lock held by code that names no CPU
+/// (`SlabHeap::lock_central_from_anywhere`). The fields drop in order: the
+/// lock is released before interrupts are unmasked.
+struct AnywhereGuard<'a, B, G> {
+    central: SpinGuard<'a, Central<B>>,
+    _irqs: G,
+}
+
+impl<B, G> core::ops::Deref for AnywhereGuard<'_, B, G> {
+    type Target = Central<B>;
+
+    fn deref(&self) -> &Central<B> {
+        &self.central
+    }
+}
+
+impl<B, G> core::ops::DerefMut for AnywhereGuard<'_, B, G> {
+    fn deref_mut(&mut self) -> &mut Central<B> {
+        &mut self.central
+    }
 }
 
 /// Being on CPU `cpu` with interrupts masked (until dropped), with that

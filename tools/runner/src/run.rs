@@ -262,6 +262,9 @@ fn report(
             let why = why.unwrap_or_else(|| "a test failed".to_string());
             println!("runner: {}", summary.failure_reason(&why));
         }
+        for line in summary.ignored_lines() {
+            println!("runner: {line}");
+        }
         println!("{}", summary.closing_line(clean));
         if clean && !summary.ok(clean) { EXIT_FAILURE } else { verdict.exit_code() }
     } else {

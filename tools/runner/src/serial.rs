@@ -1,12 +1,23 @@
 //! The serial lines the runner understands (`docs/interface.md`). Records are
 //! found anywhere in a line, since output from another CPU may precede them.
 
-/// One test's result line: `Initiating test 0xNN name... [Pass] (T ms)`.
+/// One test's result line: `Initiating test 0xNN name... [Pass] (T ms)`,
+/// `[Fail]` or `[Ignored] (reason)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestLine {
     pub index: usize,
     pub name: String,
-    pub passed: bool,
+    pub result: TestResult,
+}
+
+/// How a test ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TestResult {
+    Passed,
+    Failed,
+    /// Not run: the machine lacks what the test needs (the reason, e.g.
+    /// "needs at least 2 cpus, 1 online"); libtest's `ignored`.
+    Ignored(String),
 }
 
 /// `TEST-EXPECT {"test":K,"name":"...","exit":"heap-exhausted"}`: test K
@@ -86,12 +97,16 @@ fn parse_test(line: &str) -> Option<TestLine> {
     let rest = &line[line.find("Initiating test ")? + "Initiating test ".len()..];
     let (index, rest) = rest.split_once(' ')?;
     let index = usize::from_str_radix(index.strip_prefix("0x")?, 16).ok()?;
-    let (name, passed) = if let Some(at) = rest.find("... [Pass]") {
-        (&rest[..at], true)
+    let (name, result) = if let Some(at) = rest.find("... [Pass]") {
+        (&rest[..at], TestResult::Passed)
+    } else if let Some(at) = rest.find("... [Ignored]") {
+        let reason = rest[at + "... [Ignored]".len()..].trim();
+        let reason = reason.strip_prefix('(').and_then(|r| r.strip_suffix(')')).unwrap_or(reason);
+        (&rest[..at], TestResult::Ignored(reason.to_string()))
     } else {
-        (&rest[..rest.find("... [Fail]")?], false)
+        (&rest[..rest.find("... [Fail]")?], TestResult::Failed)
     };
-    Some(TestLine { index, name: name.to_string(), passed })
+    Some(TestLine { index, name: name.to_string(), result })
 }
 
 fn parse_resume(line: &str) -> Option<usize> {
@@ -184,28 +199,48 @@ mod tests {
     fn test_lines() {
         assert_eq!(
             parse("Initiating test 0x00 every_cpu_runs... [Pass] (1.2 ms)"),
-            Record::Test(TestLine { index: 0, name: "every_cpu_runs".into(), passed: true })
+            Record::Test(TestLine {
+                index: 0,
+                name: "every_cpu_runs".into(),
+                result: TestResult::Passed
+            })
         );
         assert_eq!(
             parse("Initiating test 0x1a failed_assertion_panics... [Pass] (panicked as expected)"),
             Record::Test(TestLine {
                 index: 26,
                 name: "failed_assertion_panics".into(),
-                passed: true
+                result: TestResult::Passed
             })
         );
         assert_eq!(
             parse("Initiating test 0x02 lapic_ids... [Fail]"),
-            Record::Test(TestLine { index: 2, name: "lapic_ids".into(), passed: false })
+            Record::Test(TestLine {
+                index: 2,
+                name: "lapic_ids".into(),
+                result: TestResult::Failed
+            })
         );
         assert_eq!(
             parse("Initiating test 0x100 should... [Fail] (did not panic)"),
-            Record::Test(TestLine { index: 256, name: "should".into(), passed: false })
+            Record::Test(TestLine {
+                index: 256,
+                name: "should".into(),
+                result: TestResult::Failed
+            })
         );
         // Behind another CPU's half line.
         assert_eq!(
             parse("cpu 3 onlInitiating test 0x01 x... [Pass] (0.1 ms)"),
-            Record::Test(TestLine { index: 1, name: "x".into(), passed: true })
+            Record::Test(TestLine { index: 1, name: "x".into(), result: TestResult::Passed })
+        );
+        assert_eq!(
+            parse("Initiating test 0x03 needs_two... [Ignored] (needs at least 2 cpus, 1 online)"),
+            Record::Test(TestLine {
+                index: 3,
+                name: "needs_two".into(),
+                result: TestResult::Ignored("needs at least 2 cpus, 1 online".into())
+            })
         );
         assert_eq!(parse("Initiating test 0x01 unfinished"), Record::Other);
         assert_eq!(parse("Initiating test 12 x... [Pass]"), Record::Other);

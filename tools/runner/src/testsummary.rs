@@ -1,8 +1,10 @@
 //! The libtest closing line of a kernel test binary, counted from the serial
 //! lines of all its boots (a `should_panic` test makes the binary boot again).
+//! A test the kernel reports `[Ignored]` (the machine lacks what it needs)
+//! counts as ignored, as libtest's `#[ignore]`: neither passed nor failed.
 use std::{collections::BTreeMap, time::Duration};
 
-use crate::serial::{self, ExpectedExit, Record, TestLine};
+use crate::serial::{self, ExpectedExit, Record, TestLine, TestResult};
 
 /// The tests seen so far across boots.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,12 +39,38 @@ impl TestSummary {
     /// Counts a test that passed by ending its boot as it declared
     /// (`TEST-EXPECT`; the kernel prints no result line for it).
     pub fn pass_by_expected_exit(&mut self, expected: &ExpectedExit) {
-        let test = TestLine { index: expected.index, name: expected.name.clone(), passed: true };
+        let test = TestLine {
+            index: expected.index,
+            name: expected.name.clone(),
+            result: TestResult::Passed,
+        };
         self.results.insert(expected.index, test);
     }
 
     pub fn passed(&self) -> usize {
-        self.results.values().filter(|test| test.passed).count()
+        self.count(|result| *result == TestResult::Passed)
+    }
+
+    /// Tests not run because the machine lacks what they need.
+    pub fn ignored(&self) -> impl Iterator<Item = &TestLine> {
+        self.results.values().filter(|test| matches!(test.result, TestResult::Ignored(_)))
+    }
+
+    fn count(&self, which: impl Fn(&TestResult) -> bool) -> usize {
+        self.results.values().filter(|test| which(&test.result)).count()
+    }
+
+    /// One line per ignored test, with its reason (libtest prints
+    /// `test name ... ignored, reason`).
+    pub fn ignored_lines(&self) -> Vec<String> {
+        self.ignored()
+            .map(|test| match &test.result {
+                TestResult::Ignored(reason) => {
+                    format!("test {:#04x} {} ignored: {reason}", test.index, test.name)
+                }
+                _ => unreachable!("ignored() yields ignored tests only"),
+            })
+            .collect()
     }
 
     /// Indexes below `total` that no boot reported.
@@ -53,7 +81,7 @@ impl TestSummary {
     /// Failed tests: reported failures plus tests never reached. A run that
     /// did not end cleanly before any `running N tests` line counts as one.
     pub fn failed(&self, clean_exit: bool) -> usize {
-        let reported = self.results.values().filter(|test| !test.passed).count();
+        let reported = self.count(|result| *result == TestResult::Failed);
         let failed = reported + self.unreached().len();
         if self.total.is_none() && !clean_exit { failed.max(1) } else { failed }
     }
@@ -65,7 +93,7 @@ impl TestSummary {
 
     /// The first test reported as failed.
     pub fn first_failed(&self) -> Option<&TestLine> {
-        self.results.values().find(|test| !test.passed)
+        self.results.values().find(|test| test.result == TestResult::Failed)
     }
 
     /// How many more boots a resume may start: one per test plus one.
@@ -76,10 +104,11 @@ impl TestSummary {
     /// The libtest closing line.
     pub fn closing_line(&self, clean_exit: bool) -> String {
         format!(
-            "test result: {}. {} passed; {} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.2}s",
+            "test result: {}. {} passed; {} failed; {} ignored; 0 measured; 0 filtered out; finished in {:.2}s",
             if self.ok(clean_exit) { "ok" } else { "FAILED" },
             self.passed(),
             self.failed(clean_exit),
+            self.ignored().count(),
             self.elapsed.as_secs_f64()
         )
     }
@@ -188,6 +217,55 @@ mod tests {
             TestSummary::default()
                 .closing_line(true)
                 .starts_with("test result: ok. 0 passed; 0 failed;")
+        );
+    }
+
+    #[test]
+    fn ignored_tests_count_as_ignored_not_passed() {
+        let mut s = TestSummary::default();
+        boot(
+            &mut s,
+            &[
+                "running 3 tests",
+                "Initiating test 0x00 failed_assertion_panics... [Pass] (panicked as expected)",
+                r#"TEST-RESUME {"next":1}"#,
+            ],
+        );
+        boot(
+            &mut s,
+            &[
+                "running 3 tests",
+                "Initiating test 0x01 panic_on_another_cpu_is_caught... [Ignored] (needs at least 2 cpus, 1 online)",
+                "Initiating test 0x02 tests_after_a_panic_still_run... [Pass] (0.0 ms)",
+            ],
+        );
+        assert_eq!((s.passed(), s.failed(true), s.ignored().count()), (2, 0, 1));
+        assert!(s.unreached().is_empty(), "an ignored test was reached");
+        assert!(s.ok(true));
+        assert_eq!(
+            s.closing_line(true),
+            "test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.42s"
+        );
+        assert_eq!(
+            s.ignored_lines(),
+            ["test 0x01 panic_on_another_cpu_is_caught ignored: needs at least 2 cpus, 1 online"]
+        );
+        // Only ignored tests: libtest says ok too.
+        let mut only = TestSummary::default();
+        boot(
+            &mut only,
+            &["running 1 tests", "Initiating test 0x00 x... [Ignored] (needs alloc=slab)"],
+        );
+        assert!(only.ok(true));
+        assert!(
+            only.closing_line(true).starts_with("test result: ok. 0 passed; 0 failed; 1 ignored;")
+        );
+        // An ignored test does not hide a failed one.
+        boot(&mut only, &["running 2 tests", "Initiating test 0x01 y... [Fail]"]);
+        assert!(!only.ok(false));
+        assert!(
+            only.closing_line(false)
+                .starts_with("test result: FAILED. 0 passed; 1 failed; 1 ignored;")
         );
     }
 

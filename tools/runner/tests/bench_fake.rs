@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{End, Setup, have_qemu};
+use support::{End, Setup, require_qemu};
 
 const REPORT: &str = "BOOT {\"cpus\":2}\n\
     bench: readable table line\n\
@@ -23,9 +23,7 @@ fn read(path: &std::path::Path) -> String {
 
 #[test]
 fn a_bench_writes_its_folder() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let setup = Setup::new(("", End::Exit(0x11)), (REPORT, End::Exit(0x10)), false);
     let out = setup.dir.path().join("results");
     let run = setup.run(&[
@@ -107,9 +105,7 @@ fn a_bench_writes_its_folder() {
 
 #[test]
 fn failed_boots_are_recorded_and_the_bench_goes_on() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let text = "BOOT {\"cpus\":1}\nPANIC cpu=0 at kernel/src/bench.rs:1:1: boom\n";
     let setup = Setup::new(("", End::Exit(0x11)), (text, End::Exit(0x11)), false);
     let out = setup.dir.path().join("failed");
@@ -150,9 +146,7 @@ fn failed_boots_are_recorded_and_the_bench_goes_on() {
 
 #[test]
 fn a_profile_draws_the_lock_timeline() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let setup = Setup::new(("", End::Exit(0x11)), (REPORT, End::Exit(0x10)), false);
     let out = setup.dir.path().join("profile");
     let run = setup.run(&[

@@ -2,15 +2,13 @@
 //! KVM as `--accel auto` picks) and maps what it prints and how it exits.
 mod support;
 
-use support::{End, Setup, have_qemu};
+use support::{End, Setup, require_qemu};
 
 const BOOT: &str = "BOOT {\"cpus\":1}\n";
 
 #[test]
 fn a_successful_run() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let setup = Setup::new(
         (&format!("{BOOT}hello from the guest\n"), End::Exit(0x10)),
         ("", End::Exit(0x11)),
@@ -27,9 +25,7 @@ fn a_successful_run() {
 
 #[test]
 fn kernel_arguments_reach_the_command_line() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     // The fake prints the second text only for a non-empty command line.
     let setup =
         Setup::new(("empty\n", End::Exit(0x11)), ("got arguments\n", End::Exit(0x10)), false);
@@ -40,9 +36,7 @@ fn kernel_arguments_reach_the_command_line() {
 
 #[test]
 fn a_panic_is_quoted() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let text = format!("{BOOT}PANIC cpu=0 at kernel/src/main.rs:9:5: boom\n");
     let setup = Setup::new((&text, End::Exit(0x11)), ("", End::Hang), false);
     let run = setup.run(&[]);
@@ -55,9 +49,7 @@ fn a_panic_is_quoted() {
 
 #[test]
 fn heap_exhaustion_exits_3() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let setup = Setup::new(("out of heap\n", End::Exit(0x12)), ("", End::Hang), false);
     let run = setup.run(&[]);
     assert_eq!(run.code, Some(3));
@@ -67,9 +59,7 @@ fn heap_exhaustion_exits_3() {
 
 #[test]
 fn a_triple_fault_has_no_verdict() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let setup = Setup::new(("about to fault\n", End::TripleFault), ("", End::Hang), false);
     let run = setup.run(&[]);
     assert_eq!(run.code, Some(1));
@@ -83,9 +73,7 @@ fn a_triple_fault_has_no_verdict() {
 
 #[test]
 fn a_hang_times_out() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let text: String = (1..=30).map(|n| format!("line {n}\n")).collect();
     let setup = Setup::new((&text, End::Hang), ("", End::Hang), false);
     let run = setup.run(&["--timeout", "3"]);
@@ -101,9 +89,7 @@ fn a_hang_times_out() {
 
 #[test]
 fn test_binary_resumes_after_a_should_panic_test() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let first = "running 2 tests\n\
                  Initiating test 0x00 must_panic... [Pass] (panicked as expected)\n\
                  TEST-RESUME {\"next\":1}\n";
@@ -121,9 +107,7 @@ fn test_binary_resumes_after_a_should_panic_test() {
 
 #[test]
 fn test_binary_resumes_after_a_test_that_exhausts_the_heap_as_declared() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let first = "running 2 tests\n\
                  TEST-EXPECT {\"test\":0,\"name\":\"fills_the_heap\",\"exit\":\"heap-exhausted\"}\n\
                  heap exhausted: cpu 0 could not allocate 64 bytes aligned to 8\n\
@@ -141,9 +125,7 @@ fn test_binary_resumes_after_a_test_that_exhausts_the_heap_as_declared() {
 
 #[test]
 fn test_binary_exhausting_the_heap_undeclared_or_unreported_fails() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let report = "heap exhausted: cpu 0 could not allocate 64 bytes aligned to 8\n\
                   HEAP-EXHAUSTED {\"cpu\":0,\"size\":64}\n";
     let undeclared = format!("running 1 test\n{report}Initiating test 0x00 fine... [Fail]\n");
@@ -167,9 +149,7 @@ fn test_binary_exhausting_the_heap_undeclared_or_unreported_fails() {
 
 #[test]
 fn test_binary_with_a_failing_test() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let first = "running 3 tests\n\
                  Initiating test 0x00 fine... [Pass] (0.1 ms)\n\
                  PANIC cpu=1 at tests/boot.rs:33:13: lapic ids clash\n\
@@ -186,10 +166,27 @@ fn test_binary_with_a_failing_test() {
 }
 
 #[test]
+fn test_binary_with_an_ignored_test_passes_and_counts_it_as_ignored() {
+    require_qemu();
+    let first = "running 2 tests\n\
+                 Initiating test 0x00 needs_two_cpus... [Ignored] (needs at least 2 cpus, 1 online)\n\
+                 Initiating test 0x01 fine... [Pass] (0.1 ms)\n";
+    let setup = Setup::new((first, End::Exit(0x10)), ("", End::Hang), true);
+    let run = setup.run(&[]);
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert!(
+        run.has_line("runner: test 0x00 needs_two_cpus ignored: needs at least 2 cpus, 1 online")
+    );
+    let result = run.stdout.lines().last().unwrap();
+    assert!(
+        result.starts_with("test result: ok. 1 passed; 0 failed; 1 ignored; 0 measured;"),
+        "{result}"
+    );
+}
+
+#[test]
 fn test_binary_that_hangs() {
-    if !have_qemu() {
-        return;
-    }
+    require_qemu();
     let first = "running 2 tests\nInitiating test 0x00 fine... [Pass] (0.1 ms)\n";
     let setup = Setup::new((first, End::Hang), ("", End::Hang), true);
     let run = setup.run(&["--timeout=2"]);
@@ -218,14 +215,14 @@ fn runner_errors_exit_2() {
     assert_eq!(missing.code, Some(2));
     assert!(missing.stderr.contains("no-such-kernel"));
 
-    if have_qemu() {
-        let nowhere = setup.dir.path().join("no-limine-here");
-        let limine = setup.run_with_limine_dir(&["--boot", "limine-bios"], &nowhere);
-        assert_eq!(limine.code, Some(2));
-        assert!(
-            limine.stderr.contains("LIMINE_DIR=") && limine.stderr.contains("is not a folder"),
-            "{}",
-            limine.stderr
-        );
-    }
+    // The Limine ISO path is checked once QEMU is found.
+    require_qemu();
+    let nowhere = setup.dir.path().join("no-limine-here");
+    let limine = setup.run_with_limine_dir(&["--boot", "limine-bios"], &nowhere);
+    assert_eq!(limine.code, Some(2));
+    assert!(
+        limine.stderr.contains("LIMINE_DIR=") && limine.stderr.contains("is not a folder"),
+        "{}",
+        limine.stderr
+    );
 }

@@ -15,13 +15,10 @@ use real_kernel::{Run, build_kernel, repo_root, run_runner, run_runner_with_env}
 /// The `BOOT` keys whose values belong to the bootloader.
 const BOOTLOADER_KEYS: [&str; 4] = ["bootloader", "base_revision", "usable_bytes", "timestamp_hz"];
 
-fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
-    if !found {
-        eprintln!("skipped: no {tool}");
-    }
-    found
+/// What an ISO boot under Limine needs besides QEMU (tools/setup installs it).
+fn require_iso_tools() {
+    real_kernel::require_qemu();
+    real_kernel::qemu::require_tool("xorriso", "xorriso");
 }
 
 /// The vendored release with its host tool built (what tools/setup does).
@@ -51,9 +48,7 @@ fn boot_record(run: &Run, what: &str) -> serde_json::Map<String, serde_json::Val
 
 #[test]
 fn a_limine_bios_boot_record_differs_from_pvh_only_in_what_the_bootloader_decides() {
-    if !have("qemu-system-x86_64") || !have("xorriso") {
-        return;
-    }
+    require_iso_tools();
     let limine = vendored_limine();
     let kernel = build_kernel(&["--bin", "kernel"]).join("kernel");
     let args = ["--smp", "2", "--timeout", "120", "job=boot"];
@@ -76,9 +71,7 @@ fn a_limine_bios_boot_record_differs_from_pvh_only_in_what_the_bootloader_decide
 
 #[test]
 fn a_broken_limine_conf_fails_fast_with_limines_own_message() {
-    if !have("qemu-system-x86_64") || !have("xorriso") {
-        return;
-    }
+    require_iso_tools();
     let limine = vendored_limine();
     let kernel = build_kernel(&["--bin", "kernel"]).join("kernel");
     let dir = tempfile::tempdir().unwrap();

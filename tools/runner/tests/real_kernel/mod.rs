@@ -5,6 +5,11 @@ use std::{
     process::Command,
 };
 
+#[path = "../support/qemu.rs"]
+pub mod qemu;
+
+pub use qemu::require_qemu;
+
 pub const BARE_METAL_TARGET: &str = "x86_64-unknown-none";
 
 pub fn repo_root() -> PathBuf {
@@ -48,6 +53,7 @@ pub fn run_runner(kernel: &Path, args: &[&str]) -> Run {
 
 /// [`run_runner`] with extra environment variables.
 pub fn run_runner_with_env(kernel: &Path, args: &[&str], env: &[(&str, &Path)]) -> Run {
+    require_qemu();
     let mut command = Command::new(env!("CARGO_BIN_EXE_runner"));
     command.arg(kernel).args(args).env_remove("RUNNER_PVH_LOADER");
     for (name, value) in env {

@@ -5,6 +5,10 @@
 //! the runner passes as the initrd is ignored.
 #![allow(dead_code)]
 
+mod qemu;
+
+pub use qemu::require_qemu;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -212,15 +216,4 @@ pub fn run_runner_with(
     };
     eprintln!("--- runner {args:?}: {:?}\n{}\n--- stderr\n{}", run.code, run.stdout, run.stderr);
     run
-}
-
-/// Whether QEMU is here (the end-to-end tests are skipped without it).
-pub fn have_qemu() -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join("qemu-system-x86_64").is_file())
-    });
-    if !found {
-        eprintln!("skipped: no qemu-system-x86_64");
-    }
-    found
 }
