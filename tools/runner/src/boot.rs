@@ -437,13 +437,14 @@ exec sleep 30",
             r"printf '\033[31mPANIC\033[37;1m\033[0m: limine: KERNEL_PATH not specified\r\nStacktrace:\r\n'
 printf 'End of trace. Press a key to return to menu.'; exec sleep 30",
         );
-        let outcome = boot(&iso_config(qemu, Some(Duration::from_secs(20)))).unwrap();
+        // A long timeout: only the watch (not the timeout, not the fake's
+        // own exit after 30 s) gives `LoaderFailed`.
+        let outcome = boot(&iso_config(qemu, Some(Duration::from_secs(600)))).unwrap();
         assert_eq!(outcome.status, QemuStatus::LoaderFailed);
         assert_eq!(
-            outcome.reason(Some(Duration::from_secs(20))).unwrap(),
+            outcome.reason(Some(Duration::from_secs(600))).unwrap(),
             "Limine stopped with an error before starting the kernel: limine: KERNEL_PATH not specified"
         );
-        assert!(outcome.duration < Duration::from_secs(5), "{:?}", outcome.duration);
         // The unfinished last line is kept as a line.
         assert_eq!(outcome.lines.last().unwrap(), "End of trace. Press a key to return to menu.");
     }
