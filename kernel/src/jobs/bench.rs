@@ -333,12 +333,20 @@ fn xfer(cpu: usize, ops: u64) -> CpuRun {
                 produced += 1;
                 done += 1;
             }
+            let mut progressed = false;
             if let Some(object) = incoming.pop() {
                 // SAFETY: the neighbour allocated it with `layout` and gave it
                 // up when it pushed it; it is freed once, here.
                 unsafe { alloc::alloc::dealloc(object, layout) };
                 consumed += 1;
                 done += 1;
+                progressed = true;
+            }
+            if !progressed && (produced == target || outgoing.is_full()) {
+                // Waiting on the neighbour: `pause`, which also lets QEMU's
+                // single-threaded (icount) TCG move on to the other vCPUs
+                // instead of running this loop until its 100 ms kick.
+                core::hint::spin_loop();
             }
         }
         done

@@ -142,7 +142,7 @@ fn tag(cpu: usize, i: usize) -> u64 {
 pub fn mixed_sizes_and_alignments_storm() {
     smp::run_on_all_cpus(|cpu| {
         let mut random =
-            XorShift(0x9e37_79b9_7f4a_7c15 ^ ((cpu as u64 + 1) * 0x1234_5678_9abc_def1));
+            XorShift(0x9e37_79b9_7f4a_7c15 ^ (cpu as u64 + 1).wrapping_mul(0x1234_5678_9abc_def1));
         let mut live: [Option<(*mut u8, Layout)>; STORM_LIVE_OBJECTS] = [None; STORM_LIVE_OBJECTS];
         for step in 0..STORM_OPERATIONS {
             let slot = random.below(STORM_LIVE_OBJECTS as u64) as usize;

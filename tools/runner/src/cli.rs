@@ -9,6 +9,8 @@ use clap::{Parser, ValueEnum};
 pub const DEFAULT_TEST_TIMEOUT_S: u64 = 120;
 /// Seconds a `cargo run` of the kernel may run.
 pub const DEFAULT_RUN_TIMEOUT_S: u64 = 600;
+/// The most CPUs `--smp` accepts: the kernel's `MAX_CPUS`.
+pub const MAX_SMP: i64 = 128;
 
 /// Boots a kernel ELF (or a kernel test binary) in QEMU and reports its verdict.
 #[derive(Parser, Debug, Clone)]
@@ -32,8 +34,8 @@ pub struct Cli {
     #[arg(value_name = "KEY=VALUE")]
     pub kernel_args: Vec<String>,
 
-    /// Number of CPUs.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// Number of CPUs (the kernel's `MAX_CPUS` is 128).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=MAX_SMP))]
     pub smp: u32,
 
     /// Guest memory, e.g. 512M or 2G [default: 512M, 1G with more than 16 CPUs].
@@ -290,8 +292,9 @@ mod tests {
     #[test]
     fn smp_range_is_checked() {
         assert!(parse(&["k", "--smp", "0"]).is_err());
-        assert!(parse(&["k", "--smp", "65"]).is_err());
-        assert_eq!(parse(&["k", "--smp", "64"]).unwrap().smp, 64);
+        assert!(parse(&["k", "--smp", "129"]).is_err());
+        assert_eq!(parse(&["k", "--smp", "128"]).unwrap().smp, 128);
+        assert_eq!(parse(&["k", "--smp", "128"]).unwrap().mem(), MemSize { mib: 1024 });
     }
 
     #[test]
