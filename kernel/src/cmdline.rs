@@ -6,7 +6,7 @@ use spin::Once;
 /// Every option the kernel understands, with what it does.
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("job", "what the kernel does after boot (default: stress)"),
-    ("heap", "heap size, e.g. 32M (default: 32M)"),
+    ("heap", "heap size, e.g. 32M (default: 32M, 2M per CPU above 16 CPUs)"),
     ("alloc", "heap allocator: slab, locked, talc, buddy, slab-talc, slab-buddy (default: slab)"),
     ("heapcheck", "on checks the heap for corruption, HEAPCHECK records (default: off)"),
     ("test_skip", "run kernel tests from this index on (set by the runner)"),
