@@ -109,6 +109,9 @@ pub fn many_boxes_long_lived_on_every_cpu() {
 /// Objects handed between CPUs: allocated on one CPU, freed on another.
 type Handoff = Mutex<[Option<Vec<Box<[u64; 8]>>>; MAX_CPUS]>;
 
+// `tag` keeps the CPU index in 16 bits.
+const _: () = assert!(MAX_CPUS <= 1 << 16);
+
 /// CPU i allocates; then CPU i checks and frees what CPU i+1 allocated.
 pub fn frees_on_the_next_cpu() {
     static HANDOFF: Handoff = Mutex::new([const { None }; MAX_CPUS]);
@@ -132,6 +135,7 @@ pub fn frees_on_the_next_cpu() {
     });
 }
 
+/// A value naming CPU `cpu`'s object `i`: the CPU in bits 32..48.
 fn tag(cpu: usize, i: usize) -> u64 {
     0x5a5a_0000_0000_0000 | (cpu as u64) << 32 | i as u64
 }
