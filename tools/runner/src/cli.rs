@@ -99,7 +99,7 @@ pub enum AccelChoice {
     Kvm,
     /// Multi-threaded TCG.
     Tcg,
-    /// Single-threaded TCG with -icount shift=0 (deterministic timing).
+    /// Single-threaded TCG with -icount shift=0,sleep=off (deterministic timing).
     Icount,
 }
 
