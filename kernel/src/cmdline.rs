@@ -6,7 +6,7 @@ use spin::Once;
 /// Every option the kernel understands, with what it does.
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("job", "what the kernel does after boot (default: stress)"),
-    ("heap", "heap size, e.g. 32M (default: 32M)"),
+    ("heap", "heap size, e.g. 32M (default: 32M, 2M per CPU above 16 CPUs)"),
     (
         "alloc",
         "heap allocator: slab, locked, talc, buddy, rlsf, slab-talc, slab-buddy, slab-rlsf (default: slab)",
@@ -14,10 +14,16 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("heapcheck", "on checks the heap for corruption, HEAPCHECK records (default: off)"),
     ("test_skip", "run kernel tests from this index on (set by the runner)"),
     ("workload", "job=bench: local, xfer, seed, mixed or null (default: local)"),
-    ("ops", "job=bench: operations per CPU (default: 100000); job=soak: in all (default: 1000000)"),
+    (
+        "ops",
+        "job=bench: operations per CPU (default: 100000, 1600000 / CPUs above 16 CPUs); job=soak: in all (default: 1000000)",
+    ),
     ("seed", "job=soak: random seed, decimal or 0x hex (default: 1)"),
     ("trace", "job=bench: on records the global-lock timeline (LOCKTRACE lines; default: off)"),
-    ("timer_hz", "local APIC timer rate when code starts the timer, in Hz (default: 10000)"),
+    (
+        "timer_hz",
+        "local APIC timer rate when code starts the timer, in Hz (default: 10000; 160000 / CPUs above 16 CPUs)",
+    ),
 ];
 
 const MAX_OPTIONS: usize = 32;

@@ -6,7 +6,11 @@ use core::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use crate::{arch::serial::SerialPort, smp, sync::IrqSpinLock};
+use crate::{
+    arch::serial::SerialPort,
+    smp,
+    sync::{IrqSpinLock, IrqSpinLockGuard},
+};
 
 static CONSOLE: IrqSpinLock<Option<SerialPort>> = IrqSpinLock::new(None);
 /// Set once COM1 is programmed (the NMI dump may write around the lock then).
@@ -50,7 +54,7 @@ pub fn lock_holder() -> Option<usize> {
 pub fn with_nmi_writer(f: impl FnOnce(&mut dyn Write)) {
     let held_here = smp::try_current_cpu_index().is_some_and(|me| CONSOLE.holder() == Some(me));
     let attempts = if held_here { 0 } else { NMI_LOCK_ATTEMPTS };
-    if let Some(mut guard) = (0..attempts).find_map(|_| CONSOLE.try_lock()) {
+    if let Some(mut guard) = try_lock_within(attempts) {
         if let Some(port) = guard.as_mut() {
             f(&mut Writer(port));
         }
@@ -69,6 +73,18 @@ pub fn with_nmi_writer(f: impl FnOnce(&mut dyn Write)) {
     }
 }
 
+/// The console lock, if it comes free within `attempts` tries (a spin-wait:
+/// `pause` between tries).
+fn try_lock_within(attempts: usize) -> Option<IrqSpinLockGuard<'static, Option<SerialPort>>> {
+    (0..attempts).find_map(|_| {
+        let guard = CONSOLE.try_lock();
+        if guard.is_none() {
+            core::hint::spin_loop();
+        }
+        guard
+    })
+}
+
 /// Writes `args` under the console lock (used by `print!`/`println!`).
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     if let Some(port) = CONSOLE.lock().as_mut() {
@@ -80,7 +96,7 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 /// takes it from whoever holds it (a CPU that is being stopped, or this one,
 /// if it panicked while printing).
 pub fn write_fmt_for_panic(args: fmt::Arguments<'_>) {
-    let guard = (0..PANIC_LOCK_ATTEMPTS).find_map(|_| CONSOLE.try_lock());
+    let guard = try_lock_within(PANIC_LOCK_ATTEMPTS);
     let mut guard = guard.unwrap_or_else(|| {
         // SAFETY: the holder is stopped (NMI) or is this CPU, whose
         // interrupted `println!` never resumes: the panic ends the run.

@@ -42,9 +42,16 @@ pub fn ticks_to_ns(ticks: u64) -> u64 {
     (u128::from(ticks) * 1_000_000_000 / u128::from(timestamp_hz())) as u64
 }
 
+/// `ms` milliseconds in timestamp ticks, exact (no rounding of the rate to
+/// whole kHz first) and saturating instead of overflowing for huge `ms`.
+pub fn ms_to_ticks(ms: u64) -> u64 {
+    let ticks = u128::from(timestamp_hz()) * u128::from(ms) / 1000;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
 /// The timestamp `ms` milliseconds from now.
 pub fn deadline_after_ms(ms: u64) -> u64 {
-    now().saturating_add(timestamp_hz() / 1000 * ms)
+    now().saturating_add(ms_to_ticks(ms))
 }
 
 /// Whether the timestamp `deadline` has passed.

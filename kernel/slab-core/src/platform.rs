@@ -5,8 +5,9 @@
 
 use crate::check::HeapFault;
 
-/// The most CPUs the heap keeps per-CPU caches for (the kernel's `MAX_CPUS`).
-pub const MAX_CPUS: usize = 64;
+/// The most CPUs the heap keeps per-CPU caches for. The kernel has no
+/// constant of its own: `smp::MAX_CPUS` is this one (QEMU's `-smp` up to 128).
+pub const MAX_CPUS: usize = 128;
 
 /// The machine under the heap.
 ///

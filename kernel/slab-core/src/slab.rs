@@ -52,6 +52,8 @@ struct SlabHeader {
 }
 
 const _: () = assert!(size_of::<SlabHeader>() <= SLAB_HEADER_BYTES);
+// `SlabIdentity::owner` holds a CPU index below `MAX_CPUS`.
+const _: () = assert!(MAX_CPUS - 1 <= u16::MAX as usize);
 
 /// A live slab (its header's address, which is the slab's base).
 ///
@@ -67,10 +69,12 @@ impl SlabRef {
     /// `base` must be a block of `class.slab_bytes()` bytes aligned to that
     /// size, owned by the caller and handed over to the slab.
     pub(crate) unsafe fn init(base: NonNull<u8>, class: SizeClass, owner: usize) -> SlabRef {
+        debug_assert!(owner < MAX_CPUS, "slab owner {owner} is not below MAX_CPUS");
         let header = base.cast::<SlabHeader>();
         let identity = SlabIdentity {
             magic: SLAB_MAGIC ^ base.addr().get(),
             class,
+            // Cannot truncate: `owner < MAX_CPUS`, which fits (asserted above).
             owner: owner as u16,
             capacity: class.objects_per_slab() as u16,
         };

@@ -271,8 +271,8 @@ impl CpuSummary {
     }
 }
 
-/// A snapshot of the whole heap (about 7 KiB: put it in a static or on a
-/// big enough stack).
+/// A snapshot of the whole heap (about 14 KiB with `MAX_CPUS` = 128: put
+/// it in a static or on a big enough stack).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeapStats {
     /// The heap's mode.

@@ -8,7 +8,7 @@ use acpi::{
     madt::{Madt, MadtEntry},
 };
 
-use crate::arch::paging;
+use crate::{arch::paging, smp::MAX_CPUS};
 
 /// MADT local APIC flag: the processor is enabled.
 const PROCESSOR_ENABLED: u32 = 1;
@@ -18,8 +18,8 @@ const PROCESSOR_ENABLED: u32 = 1;
 pub struct MadtCpus {
     /// Enabled processors (local APIC and local x2APIC entries).
     pub enabled: usize,
-    /// Their APIC ids, the first `enabled.min(64)` of them.
-    pub apic_ids: [u32; 64],
+    /// Their APIC ids, the first `enabled.min(MAX_CPUS)` of them.
+    pub apic_ids: [u32; MAX_CPUS],
 }
 
 impl MadtCpus {
@@ -67,7 +67,7 @@ pub fn madt_cpus(rsdp_phys: u64) -> Result<MadtCpus, AcpiError> {
     let tables =
         unsafe { AcpiTables::from_rsdp(HhdmAcpiHandler, rsdp_phys as usize) }.map_err(AcpiError)?;
     let madt = tables.find_table::<Madt>().map_err(AcpiError)?;
-    let mut cpus = MadtCpus { enabled: 0, apic_ids: [0; 64] };
+    let mut cpus = MadtCpus { enabled: 0, apic_ids: [0; MAX_CPUS] };
     for entry in madt.get().entries() {
         let (flags, apic_id) = match entry {
             MadtEntry::LocalApic(e) => (e.flags, u32::from(e.apic_id)),

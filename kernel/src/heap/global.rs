@@ -12,7 +12,7 @@ use super::{AllocatorChoice, HeapBackend, KernelHeap, KernelPlatform, backend::A
 use crate::{
     cmdline::Cmdline,
     console,
-    memory::heap_region::{self, DEFAULT_HEAP_BYTES, HeapSetupError},
+    memory::heap_region::{self, HeapSetupError},
 };
 use slab_core::{Checking, HeapStats};
 
@@ -132,7 +132,7 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
     let choice = AllocatorChoice::named(name).ok_or(HeapInitError::UnknownMode(name))?;
     let bytes = match cmdline.get("heap") {
         Some(text) => heap_region::parse_size(text).map_err(HeapInitError::Region)?,
-        None => DEFAULT_HEAP_BYTES,
+        None => heap_region::default_heap_bytes(crate::smp::online_cpus()),
     };
     let checking = match cmdline.get("heapcheck") {
         Some(value) => Checking::from_name(value).ok_or(HeapInitError::UnknownChecking(value))?,

@@ -156,6 +156,9 @@ fn free_checked(cpu: usize, churn: &IrqChurnCpu, slot: usize, object: HeldObject
     bump(&churn.frees);
 }
 
+// `pattern` puts the CPU index in the top 8 bits of its seed.
+const _: () = assert!(crate::smp::MAX_CPUS <= 1 << 8);
+
 /// Word `i` of the object `serial` of CPU `cpu` at `address`.
 fn pattern(cpu: usize, address: NonNull<u8>, serial: u64, i: usize) -> u64 {
     let seed = (address.as_ptr() as u64) ^ (serial << 20) ^ ((cpu as u64) << 56);

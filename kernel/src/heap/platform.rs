@@ -19,7 +19,7 @@ static RECLAIM: ReclaimBroadcast = ReclaimBroadcast::new();
 //    the code it interrupted goes on (handlers run with interrupts masked,
 //    so they do not nest; the NMI handler never allocates).
 // 2. `current_cpu` reads the index from the running CPU's own per-CPU block
-//    (GS), distinct per CPU and below `smp::MAX_CPUS` == `slab_core::MAX_CPUS`.
+//    (GS), distinct per CPU and below `smp::MAX_CPUS` (which is `slab_core::MAX_CPUS`).
 // 3. `IrqGuard` masks local interrupts until dropped.
 // 4. No method allocates: they read GS, the TSC and atomics, write the
 //    lock trace, send IPIs, and print (or record) heap faults.
@@ -71,8 +71,6 @@ unsafe impl Platform for KernelPlatform {
         super::check::on_fault(fault);
     }
 }
-
-const _: () = assert!(smp::MAX_CPUS == slab_core::MAX_CPUS);
 
 /// The reclaim IPI's work on the CPU that receives it.
 pub fn on_reclaim_ipi() {

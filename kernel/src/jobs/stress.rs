@@ -28,8 +28,14 @@ pub const REUSE_ITERATIONS: usize = 10_000;
 pub const REUSE_OBJECT_BYTES: usize = 4096;
 /// Objects each CPU hands to its neighbour in the cross-CPU case.
 pub const CROSS_CPU_OBJECTS: usize = 2000;
-/// Operations per CPU in the mixed storm, and objects it keeps alive.
+/// Operations per CPU in the mixed storm up to 16 CPUs, and objects it
+/// keeps alive.
 pub const STORM_OPERATIONS: usize = 20_000;
+/// Above 16 CPUs the storm's operations per CPU shrink so that all CPUs
+/// together do this many (2,500 each at 128 CPUs, still ten times the live
+/// objects): its byte-by-byte checks made it the slowest case, 100 s at 64
+/// CPUs under TCG on 2 host cores.
+pub const STORM_TOTAL_OPERATIONS: usize = 16 * STORM_OPERATIONS;
 const STORM_LIVE_OBJECTS: usize = 256;
 
 /// A stress case: its name and the body every CPU runs.
@@ -109,6 +115,9 @@ pub fn many_boxes_long_lived_on_every_cpu() {
 /// Objects handed between CPUs: allocated on one CPU, freed on another.
 type Handoff = Mutex<[Option<Vec<Box<[u64; 8]>>>; MAX_CPUS]>;
 
+// `tag` keeps the CPU index in 16 bits.
+const _: () = assert!(MAX_CPUS <= 1 << 16);
+
 /// CPU i allocates; then CPU i checks and frees what CPU i+1 allocated.
 pub fn frees_on_the_next_cpu() {
     static HANDOFF: Handoff = Mutex::new([const { None }; MAX_CPUS]);
@@ -132,6 +141,7 @@ pub fn frees_on_the_next_cpu() {
     });
 }
 
+/// A value naming CPU `cpu`'s object `i`: the CPU in bits 32..48.
 fn tag(cpu: usize, i: usize) -> u64 {
     0x5a5a_0000_0000_0000 | (cpu as u64) << 32 | i as u64
 }
@@ -140,11 +150,12 @@ fn tag(cpu: usize, i: usize) -> u64 {
 /// alignments (1 to 4096), reallocs, a few hundred objects alive per CPU,
 /// each filled with a pattern from its address and checked before it goes.
 pub fn mixed_sizes_and_alignments_storm() {
+    let operations = storm_operations_per_cpu(smp::online_cpus());
     smp::run_on_all_cpus(|cpu| {
         let mut random =
-            XorShift(0x9e37_79b9_7f4a_7c15 ^ ((cpu as u64 + 1) * 0x1234_5678_9abc_def1));
+            XorShift(0x9e37_79b9_7f4a_7c15 ^ (cpu as u64 + 1).wrapping_mul(0x1234_5678_9abc_def1));
         let mut live: [Option<(*mut u8, Layout)>; STORM_LIVE_OBJECTS] = [None; STORM_LIVE_OBJECTS];
-        for step in 0..STORM_OPERATIONS {
+        for step in 0..operations {
             let slot = random.below(STORM_LIVE_OBJECTS as u64) as usize;
             if let Some((ptr, layout)) = live[slot].take() {
                 check_pattern(cpu, step, ptr, layout.size());
@@ -174,11 +185,16 @@ pub fn mixed_sizes_and_alignments_storm() {
             live[slot] = Some((ptr, layout));
         }
         for (ptr, layout) in live.into_iter().flatten() {
-            check_pattern(cpu, STORM_OPERATIONS, ptr, layout.size());
+            check_pattern(cpu, operations, ptr, layout.size());
             // SAFETY: `ptr` is live, from `alloc` with `layout`.
             unsafe { alloc::alloc::dealloc(ptr, layout) };
         }
     });
+}
+
+/// The storm's operations per CPU on `cpus` CPUs.
+pub fn storm_operations_per_cpu(cpus: usize) -> usize {
+    STORM_OPERATIONS.min(STORM_TOTAL_OPERATIONS / cpus.max(1))
 }
 
 /// A size for the storm: 1 in 25 large (4 to 16 KiB, served by the backing

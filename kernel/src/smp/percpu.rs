@@ -16,8 +16,9 @@ use crate::{
     timer::CpuTimer,
 };
 
-/// The most CPUs the kernel runs on (QEMU's `-smp` up to 64).
-pub const MAX_CPUS: usize = 64;
+/// The most CPUs the kernel runs on (QEMU's `-smp` up to 128): the heap
+/// core's constant, so the two can never disagree.
+pub use slab_core::MAX_CPUS;
 
 /// One CPU's block. `#[repr(C)]` because the arch code reads the first two
 /// words through GS.

@@ -59,6 +59,7 @@ fn from_pit() -> Option<u64> {
         if spins > 100_000 {
             return None; // the counter does not move: no PIT
         }
+        cpu::pause();
     }
     let start = cpu::rdtsc();
     let mut elapsed = 0u64;
@@ -66,6 +67,7 @@ fn from_pit() -> Option<u64> {
         let now = pit_count();
         elapsed += u64::from(prev.wrapping_sub(now));
         prev = now;
+        cpu::pause();
     }
     let ticks = cpu::rdtsc() - start;
     Some((ticks * PIT_HZ / (elapsed * 1000)).max(1))

@@ -17,7 +17,7 @@ pub enum Accel {
     Kvm,
     /// Multi-threaded TCG.
     Tcg,
-    /// Single-threaded TCG with `-icount shift=0`.
+    /// Single-threaded TCG with `-icount shift=0,sleep=off`.
     Icount,
 }
 
@@ -30,7 +30,7 @@ impl Accel {
             Self::Kvm => vec!["-accel", "kvm", "-cpu", "host,-arch-capabilities"],
             Self::Tcg => vec!["-accel", "tcg,thread=multi", "-cpu", "max"],
             Self::Icount => {
-                vec!["-accel", "tcg,thread=single", "-icount", "shift=0", "-cpu", "max"]
+                vec!["-accel", "tcg,thread=single", "-icount", "shift=0,sleep=off", "-cpu", "max"]
             }
         }
     }
@@ -40,7 +40,7 @@ impl Accel {
         match self {
             Self::Kvm => "kvm",
             Self::Tcg => "tcg (multi-threaded)",
-            Self::Icount => "icount (single-threaded tcg, -icount shift=0)",
+            Self::Icount => "icount (single-threaded tcg, -icount shift=0,sleep=off)",
         }
     }
 }
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(Accel::Tcg.qemu_args(), ["-accel", "tcg,thread=multi", "-cpu", "max"]);
         assert_eq!(
             Accel::Icount.qemu_args(),
-            ["-accel", "tcg,thread=single", "-icount", "shift=0", "-cpu", "max"]
+            ["-accel", "tcg,thread=single", "-icount", "shift=0,sleep=off", "-cpu", "max"]
         );
     }
 

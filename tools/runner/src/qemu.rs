@@ -165,7 +165,7 @@ mod tests {
         );
         assert!(
             words(&pvh(Accel::Icount))
-                .contains(" -accel tcg,thread=single -icount shift=0 -cpu max -smp 8 ")
+                .contains(" -accel tcg,thread=single -icount shift=0,sleep=off -cpu max -smp 8 ")
         );
     }
 

@@ -184,7 +184,8 @@ pub fn try_send_nmi_to_others(this: &ThisCpu<'_>) -> bool {
 /// (at the divider [`start_periodic_timer`] uses), or `None` if the timer
 /// does not count. Leaves the timer stopped.
 pub fn measure_timer_hz(this: &ThisCpu<'_>, timestamp_hz: u64) -> Option<u64> {
-    let window_cycles = timestamp_hz / 1000 * TIMER_CALIBRATION_WINDOW_MS;
+    let window_cycles =
+        (u128::from(timestamp_hz) * u128::from(TIMER_CALIBRATION_WINDOW_MS) / 1000) as u64;
     let mut estimates = [0u64; TIMER_CALIBRATION_WINDOWS];
     for estimate in &mut estimates {
         *estimate = with_apic(this, |apic| {

@@ -79,6 +79,7 @@ fn measure_window(pit: &mut Pit) -> Option<u64> {
         if read_timestamp() - begin > MAX_WAIT_TICKS {
             return None; // the counter never moves: no PIT here
         }
+        core::hint::spin_loop();
     }
     let start = read_timestamp();
     let mut elapsed_pit: u64 = 0;
@@ -91,6 +92,7 @@ fn measure_window(pit: &mut Pit) -> Option<u64> {
         if read_timestamp() - start > MAX_WAIT_TICKS {
             return None;
         }
+        core::hint::spin_loop();
     }
     Some((read_timestamp() - start) * PIT_HZ / elapsed_pit)
 }

@@ -5,7 +5,7 @@ use std::{ffi::OsString, path::PathBuf};
 
 use clap::Parser;
 
-use crate::cli::{AccelChoice, BootMode, Cli, MemSize, kernel_cmdline, parse_mem};
+use crate::cli::{AccelChoice, BootMode, Cli, MAX_SMP, MemSize, kernel_cmdline, parse_mem};
 
 /// The workloads the kernel's `job=bench` knows (`docs/interface.md`).
 pub const WORKLOADS: [&str; 5] = ["local", "xfer", "seed", "mixed", "null"];
@@ -133,7 +133,7 @@ pub struct BenchArgs {
     #[arg(skip)]
     pub kernel: PathBuf,
 
-    /// CPU counts, comma-separated (each 1..=64).
+    /// CPU counts, comma-separated (each 1..=128).
     #[arg(long, value_name = "LIST", default_value = "1,2,4", value_parser = parse_cpu_list)]
     pub smp: CpuList,
 
@@ -165,7 +165,7 @@ pub struct ProfileArgs {
     pub kernel: PathBuf,
 
     /// Number of CPUs.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=MAX_SMP))]
     pub smp: u32,
 
     /// The allocator.
@@ -199,15 +199,15 @@ fn items(text: &str) -> Result<Vec<&str>, String> {
     Ok(items)
 }
 
-/// Parses `1,2,4`: CPU counts 1..=64, sorted, repeats dropped.
+/// Parses `1,2,4`: CPU counts 1..=128, sorted, repeats dropped.
 pub fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
     let mut cpus = Vec::new();
     for item in items(text)? {
         let count: u32 = item
             .parse()
             .ok()
-            .filter(|n| (1..=64).contains(n))
-            .ok_or_else(|| format!("'{item}' is not a CPU count (1..=64)"))?;
+            .filter(|&n| (1..=MAX_SMP).contains(&i64::from(n)))
+            .ok_or_else(|| format!("'{item}' is not a CPU count (1..={MAX_SMP})"))?;
         cpus.push(count);
     }
     cpus.sort_unstable();
@@ -341,7 +341,7 @@ mod tests {
     fn bad_list_values_are_clear_errors() {
         for (args, says) in [
             (&["k", "bench", "--smp", "1,two"][..], "'two' is not a CPU count"),
-            (&["k", "bench", "--smp", "1,65"], "'65' is not a CPU count"),
+            (&["k", "bench", "--smp", "1,129"], "'129' is not a CPU count"),
             (&["k", "bench", "--smp", "1,,2"], "empty item"),
             (&["k", "bench", "--alloc", "Slab"], "'Slab' is not a name"),
             (&["k", "bench", "--workload", "local,remote"], "'remote' is not a workload"),
