@@ -22,7 +22,7 @@ use crate::{
     heap::{self, Checking, Mode},
     json::JsonStr,
     smp,
-    time::Stopwatch,
+    time::{self, Stopwatch},
 };
 
 /// How a test passes.
@@ -67,6 +67,9 @@ pub enum Needs {
     /// The per-CPU caches in use: a slab allocator (`alloc=slab`,
     /// `slab-talc`, `slab-buddy`) without heap checking (which closes them).
     CpuCaches,
+    /// Timestamp ticks that count instructions, one each (QEMU's
+    /// `-icount shift=0`: the runner's `--accel icount`).
+    InstructionCounting,
 }
 
 impl Needs {
@@ -77,6 +80,7 @@ impl Needs {
             Self::CpuCaches => {
                 heap::heap().mode() == Mode::Slab && heap::heap().checking() == Checking::Off
             }
+            Self::InstructionCounting => (time::ticks_per_instruction() - 1.0).abs() < 1e-3,
         }
     }
 }
@@ -93,6 +97,11 @@ impl fmt::Display for Needs {
                 "needs the per-cpu caches (alloc=slab or slab-BACKEND, heapcheck=off), running alloc={} heapcheck={}",
                 crate::boot::info().allocator.name,
                 if heap::heap().checking() == Checking::On { "on" } else { "off" }
+            ),
+            Self::InstructionCounting => write!(
+                f,
+                "needs timestamp ticks that count instructions (--accel icount), {:.4} ticks per instruction here",
+                time::ticks_per_instruction()
             ),
         }
     }

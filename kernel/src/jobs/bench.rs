@@ -13,7 +13,11 @@
 //!   scaling (no allocator can scale better).
 //!
 //! Each run: a warm-up job, then a timed job behind the start barrier;
-//! `ops=` operations (allocations plus frees) per CPU.
+//! `ops=` operations (allocations plus frees) per CPU. With `local` on one
+//! CPU, a last pass counts each allocation's and free's own instructions
+//! between markers (`exact`).
+pub mod exact;
+
 use alloc::{boxed::Box, vec, vec::Vec};
 use core::{
     alloc::Layout,
@@ -107,6 +111,11 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
     let mut report = Report::new(workload, boot.allocator.name, &runs, &before, &after);
     report.harness_cycles_per_op = harness;
     report.ticks_per_instruction = time::ticks_per_instruction();
+    // After the timed run (and its heap snapshot), so the heap is warm.
+    report.exact = (workload == "local" && smp::online_cpus() == 1).then(|| {
+        let counts = exact::count_local(ops_per_cpu);
+        (counts, exact::check_hand_counted(counts.marker_ticks))
+    });
     report.print_table();
     report.print_record();
     if trace {
@@ -434,6 +443,9 @@ struct Report<'a> {
     harness_cycles_per_op: Option<f64>,
     /// `time::ticks_per_instruction`: 1.0 when cycles are instructions.
     ticks_per_instruction: f64,
+    /// `local` on one CPU: each operation counted between markers, and
+    /// whether the hand-counted sequences counted right.
+    exact: Option<(exact::ExactCounts, Result<(), exact::Miscount>)>,
     delta: Delta,
 }
 
@@ -492,6 +504,7 @@ impl<'a> Report<'a> {
             cycles_per_op_p99: percentile(&batches, 99),
             harness_cycles_per_op: None,
             ticks_per_instruction: 0.0,
+            exact: None,
             delta: Delta::between(before, after),
         }
     }
@@ -504,6 +517,19 @@ impl<'a> Report<'a> {
     /// cycles per operation minus the harness's.
     fn allocator_cycles_per_pair(&self) -> Option<f64> {
         self.harness_cycles_per_op.map(|harness| 2.0 * (self.cycles_per_op_median - harness))
+    }
+
+    /// The counts between markers when they are instructions: one tick per
+    /// instruction over the long loop of `ticks_per_instruction` (its few
+    /// set-up instructions leave it a hair above 1 under icount) and the
+    /// hand-counted sequences counted exactly.
+    fn exact_instructions(&self) -> Option<&exact::ExactCounts> {
+        match &self.exact {
+            Some((counts, Ok(()))) if (self.ticks_per_instruction - 1.0).abs() < 1e-3 => {
+                Some(counts)
+            }
+            _ => None,
+        }
     }
 
     fn lock_wait_share(&self) -> f64 {
@@ -550,6 +576,25 @@ impl<'a> Report<'a> {
                 2.0 * harness
             );
         }
+        match (&self.exact, self.exact_instructions()) {
+            (_, Some(c)) => println!(
+                "bench: counted exactly (icount): {:.3} instructions per alloc, {:.3} per free, {:.3} per pair over {} allocs and {} frees; cheapest alloc {}, free {}",
+                per_op(c.alloc_ticks, c.allocs),
+                per_op(c.free_ticks, c.frees),
+                per_op(c.alloc_ticks, c.allocs) + per_op(c.free_ticks, c.frees),
+                c.allocs,
+                c.frees,
+                c.alloc_ticks_min,
+                c.free_ticks_min
+            ),
+            (Some((_, Err(miscount))), None) => {
+                println!("bench: no exact instruction counts: {miscount}")
+            }
+            (Some(_), None) => println!(
+                "bench: no exact instruction counts: timestamp ticks are not instructions here (use --accel icount)"
+            ),
+            (None, None) => {}
+        }
         for cpu in 0..self.cpus {
             println!("bench: cpu {cpu}: {} ops", self.ops_per_cpu[cpu]);
         }
@@ -557,7 +602,7 @@ impl<'a> Report<'a> {
 
     fn print_record(&self) {
         println!(
-            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"ticks_per_instruction\":{:.4},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"cycles_per_pair_median\":{:.2},\"harness_cycles_per_pair\":{},\"allocator_cycles_per_pair\":{},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{}}}",
+            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"ticks_per_instruction\":{:.4},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"cycles_per_pair_median\":{:.2},\"harness_cycles_per_pair\":{},\"allocator_cycles_per_pair\":{},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{},{}}}",
             JsonStr(self.workload),
             JsonStr(self.alloc),
             self.cpus,
@@ -581,7 +626,74 @@ impl<'a> Report<'a> {
             self.delta.cache_hits,
             self.cache_hit_rate(),
             self.delta.cross_cpu_frees,
+            ExactKeys(self),
         );
+    }
+}
+
+/// The BENCH keys of the exact counts (`docs/interface.md`).
+struct ExactKeys<'a>(&'a Report<'a>);
+
+impl core::fmt::Display for ExactKeys<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let report = self.0;
+        let counts = report.exact.as_ref().map(|(counts, _)| counts);
+        let field = |pick: fn(&exact::ExactCounts) -> u64| OptionalInteger(counts.map(pick));
+        let check = match &report.exact {
+            None => "null",
+            Some((_, Ok(()))) => "\"ok\"",
+            Some((_, Err(_))) => "\"miscount\"",
+        };
+        let exact = report.exact_instructions();
+        let per = |ticks: fn(&exact::ExactCounts) -> u64, ops: fn(&exact::ExactCounts) -> u64| {
+            OptionalFraction(exact.map(|c| per_op(ticks(c), ops(c))))
+        };
+        write!(
+            f,
+            "\"marker_ticks\":{},\"marked_allocs\":{},\"marked_alloc_ticks\":{},\"marked_frees\":{},\"marked_free_ticks\":{},\"hand_counted_check\":{check},\"instructions_per_alloc\":{},\"instructions_per_free\":{},\"instructions_per_pair\":{},\"instructions_per_alloc_min\":{},\"instructions_per_free_min\":{}",
+            field(|c| c.marker_ticks),
+            field(|c| c.allocs),
+            field(|c| c.alloc_ticks),
+            field(|c| c.frees),
+            field(|c| c.free_ticks),
+            per(|c| c.alloc_ticks, |c| c.allocs),
+            per(|c| c.free_ticks, |c| c.frees),
+            OptionalFraction(
+                exact.map(|c| per_op(c.alloc_ticks, c.allocs) + per_op(c.free_ticks, c.frees))
+            ),
+            OptionalInteger(exact.map(|c| c.alloc_ticks_min)),
+            OptionalInteger(exact.map(|c| c.free_ticks_min)),
+        )
+    }
+}
+
+/// `total / ops`, 0 without ops.
+fn per_op(total: u64, ops: u64) -> f64 {
+    if ops == 0 { 0.0 } else { total as f64 / ops as f64 }
+}
+
+/// A JSON integer, or `null`.
+struct OptionalInteger(Option<u64>);
+
+impl core::fmt::Display for OptionalInteger {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, "{value}"),
+            None => f.write_str("null"),
+        }
+    }
+}
+
+/// A JSON number with three decimals (exact counts per operation), or
+/// `null`.
+struct OptionalFraction(Option<f64>);
+
+impl core::fmt::Display for OptionalFraction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, "{value:.3}"),
+            None => f.write_str("null"),
+        }
     }
 }
 

@@ -13,7 +13,9 @@ mod qemu;
 pub mod serial;
 pub mod tsc;
 
-pub use cpu::{halt_forever, pause, read_timestamp};
+pub use cpu::{
+    HAND_COUNTED, halt_forever, marked_hand_counted, pause, read_timestamp, timestamp_marker,
+};
 pub use percpu::{
     BLOCK_INDEX_OFFSET, BLOCK_SELF_OFFSET, CpuArchState, current_cpu_base, current_cpu_index,
     install_cpu_base,
