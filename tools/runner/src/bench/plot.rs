@@ -155,6 +155,8 @@ mod tests {
             ops_per_sec: Some(Spread { median: ops, min: ops * 0.9, max: ops * 1.1 }),
             cycles_per_op: Some(40.0),
             allocator_cycles_per_pair: None,
+            instructions_per_alloc: None,
+            instructions_per_free: None,
             locks_per_kop: Some(1.0),
             lock_wait_share: Some(Spread { median: 0.05, min: 0.05, max: 0.05 }),
             cache_hit_rate: Some(0.9),

@@ -31,8 +31,8 @@ pub fn table(rows: &[Row], instructions: bool) -> String {
     let per_op = if instructions { "instr/op" } else { "cycles/op" };
     let per_pair = if instructions { "alloc instr/pair" } else { "alloc cycles/pair" };
     let mut text = format!(
-        "| workload | cpus | alloc | reps | ops/s | {per_op} | {per_pair} | locks/1k ops | lock wait | cache hits | slab/x |\n\
-         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| workload | cpus | alloc | reps | ops/s | {per_op} | {per_pair} | instr/alloc | instr/free | locks/1k ops | lock wait | cache hits | slab/x |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for row in rows {
         let cells = [
@@ -43,6 +43,8 @@ pub fn table(rows: &[Row], instructions: bool) -> String {
             or_dash(row.ops_per_sec.map(|s| s.median), si),
             or_dash(row.cycles_per_op, |v| format!("{v:.1}")),
             or_dash(row.allocator_cycles_per_pair, |v| format!("{v:.1}")),
+            or_dash(row.instructions_per_alloc, |v| format!("{v:.3}")),
+            or_dash(row.instructions_per_free, |v| format!("{v:.3}")),
             or_dash(row.locks_per_kop, |v| format!("{v:.2}")),
             or_dash(row.lock_wait_share.map(|s| s.median), percent),
             or_dash(row.cache_hit_rate, percent),
@@ -59,7 +61,10 @@ pub fn summary(conditions: &Conditions, rows: &[Row], records: &[Record]) -> Str
     let mut text = format!("# Allocator benchmark\n\n{}", conditions.markdown());
     text.push_str(
         "\n## Medians over repetitions\n\n\
-         `reps`: boots with a BENCH record / boots. `locks/1k ops`: global-lock \
+         `reps`: boots with a BENCH record / boots. `instr/alloc`, `instr/free`: the \
+         allocator's exact instructions per allocation and per free (`local` on one CPU \
+         under icount, counted between markers; `alloc instr/pair` is the older \
+         estimate). `locks/1k ops`: global-lock \
          acquisitions per 1000 operations. `lock wait`: share of the CPUs' time spent \
          waiting for the global lock. `cache hits`: small-class operations served by a \
          CPU cache. `slab/x`: slab's median ops/s divided by this row's (same workload \
@@ -93,6 +98,8 @@ mod tests {
             ops_per_sec: ops.map(|median| Spread { median, min: median, max: median }),
             cycles_per_op: ops.map(|_| 41.5),
             allocator_cycles_per_pair: ops.map(|_| 35.5),
+            instructions_per_alloc: ops.map(|_| 20.3125),
+            instructions_per_free: None,
             locks_per_kop: ops.map(|_| 15.0),
             lock_wait_share: ops.map(|_| Spread { median: 0.125, min: 0.1, max: 0.2 }),
             cache_hit_rate: ops.map(|_| 0.984),
@@ -153,14 +160,14 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert_eq!(
             lines[0],
-            "| workload | cpus | alloc | reps | ops/s | cycles/op | alloc cycles/pair | locks/1k ops | lock wait | cache hits | slab/x |"
+            "| workload | cpus | alloc | reps | ops/s | cycles/op | alloc cycles/pair | instr/alloc | instr/free | locks/1k ops | lock wait | cache hits | slab/x |"
         );
         assert_eq!(lines[1].matches('|').count(), lines[0].matches('|').count());
         assert_eq!(
             lines[2],
-            "| local | 2 | locked | 3/3 | 1.00M | 41.5 | 35.5 | 15.00 | 12.5% | 98.4% | 2.50 |"
+            "| local | 2 | locked | 3/3 | 1.00M | 41.5 | 35.5 | 20.312 | - | 15.00 | 12.5% | 98.4% | 2.50 |"
         );
-        assert_eq!(lines[3], "| local | 2 | slab | 0/3 | - | - | - | - | - | - | - |");
+        assert_eq!(lines[3], "| local | 2 | slab | 0/3 | - | - | - | - | - | - | - | - | - |");
         assert!(
             table(&rows, true).starts_with("| workload | cpus | alloc | reps | ops/s | instr/op |")
         );

@@ -51,6 +51,10 @@ pub struct Row {
     /// `local` only: the allocator's own cycles per alloc+free pair (the
     /// workload's loop subtracted).
     pub allocator_cycles_per_pair: Option<f64>,
+    /// `local` on one CPU under icount: the allocator's exact instructions
+    /// per allocation and per free, counted between markers.
+    pub instructions_per_alloc: Option<f64>,
+    pub instructions_per_free: Option<f64>,
     /// Global-lock acquisitions per 1000 operations.
     pub locks_per_kop: Option<f64>,
     pub lock_wait_share: Option<Spread>,
@@ -98,6 +102,8 @@ pub fn summarize(
                     ops_per_sec: Spread::of(&values("ops_per_sec")),
                     cycles_per_op: median(&values("cycles_per_op_median")),
                     allocator_cycles_per_pair: median(&values("allocator_cycles_per_pair")),
+                    instructions_per_alloc: median(&values("instructions_per_alloc")),
+                    instructions_per_free: median(&values("instructions_per_free")),
                     locks_per_kop: median(&locks_per_kop),
                     lock_wait_share: Spread::of(&values("lock_wait_share")),
                     cache_hit_rate: median(&values("cache_hit_rate")),
