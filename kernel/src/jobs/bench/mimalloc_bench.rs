@@ -1,0 +1,17 @@
+//! Ports of the multi-thread stress programs of mimalloc-bench
+//! (`daanx/mimalloc-bench`, `bench/`, run by its `bench.sh`) and of Hoard's
+//! `threadtest`, as `job=bench` workloads. One CPU stands for one thread;
+//! each file says what it keeps of the original, what it scales down and
+//! what stands in for thread creation and exit. The research notes these
+//! follow are in the issue (issue 11, item 3).
+//!
+//! Each workload runs a fixed number of phases, the same on every CPU (so
+//! the CPUs meet at the same barriers), derived from `ops=`; each counts the
+//! allocations and frees it really did, so `ops_per_cpu` can differ from
+//! `ops=` and from CPU to CPU where the original is unbalanced.
+pub mod cache;
+pub mod common;
+pub mod larson;
+pub mod mstress;
+pub mod threadtest;
+pub mod xmalloc;
