@@ -45,10 +45,10 @@ pub fn threadtest(_cpu: usize, ops: u64) -> CpuRun {
             }
             for _ in 0..per_cpu {
                 let object = allocate("threadtest", bytes(OBJECT_BYTES));
-                for foo in 0..FOOS_PER_OBJECT {
+                for index in 0..FOOS_PER_OBJECT {
                     // SAFETY: `object` has room for FOOS_PER_OBJECT `Foo`s
                     // and is 8-aligned.
-                    unsafe { object.cast::<[u32; 2]>().add(foo).write(FOO) };
+                    unsafe { object.cast::<[u32; 2]>().add(index).write(FOO) };
                 }
                 objects.push(object);
             }

@@ -153,7 +153,7 @@ pub fn xmalloc_test(cpu: usize, ops: u64) -> CpuRun {
     }
     let producers = cpus.div_ceil(2) as u64;
     let batches_per_producer = (ops / OPS_PER_BATCH).max(1);
-    if cpu % 2 == 0 {
+    if cpu.is_multiple_of(2) {
         run_phases(
             batches_per_producer,
             prepare,
