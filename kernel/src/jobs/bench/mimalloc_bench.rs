@@ -2,8 +2,9 @@
 //! (`daanx/mimalloc-bench`, `bench/`, run by its `bench.sh`) and of Hoard's
 //! `threadtest`, as `job=bench` workloads. One CPU stands for one thread;
 //! each file says what it keeps of the original, what it scales down and
-//! what stands in for thread creation and exit. The research notes these
-//! follow are in the issue (issue 11, item 3).
+//! what stands in for thread creation and exit. Read from
+//! `daanx/mimalloc-bench` at commit ce5784f (2026-07-15) and
+//! `emeryberger/Hoard` at commit b29abf4 (2025-12-30).
 //!
 //! Each workload runs a fixed number of phases, the same on every CPU (so
 //! the CPUs meet at the same barriers), derived from `ops=`; each counts the

@@ -13,7 +13,7 @@
 //! cache-scratch only: the main thread (CPU 0) first allocates one 1-byte
 //! object per CPU back to back, and each CPU starts by freeing "its" one
 //! (a remote free, which an allocator may hand back to the freeing CPU:
-//! passive false sharing).
+//! passive false sharing). On 1 CPU that free is local.
 //!
 //! Scaled: `ops / 2` iterations per CPU (1000 in bench.sh), and 500
 //! repetitions split among the CPUs (2,000,000 in bench.sh: 2·10⁹ writes,

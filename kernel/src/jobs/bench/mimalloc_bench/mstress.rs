@@ -17,7 +17,8 @@
 //!
 //! Scaled: 10 rounds (25 in bench.sh); SCALE from `ops=` so that the
 //! average CPU does about `ops` operations (`ops / (10 × 300 × mean(tid %
-//! 8 + 1))`, at least 1; 7 at the default on 8 or more CPUs, 33 on one);
+//! 8 + 1))`, at least 1, rounded down: at the default 33 on 1 CPU, 13 on 4,
+//! 7 on 8 to 16, 1 on 64);
 //! `allow_large_objects` off (the original's switch: its × 1000 and
 //! × 10000 objects, up to 5 MB each, do not fit the 2 MiB per CPU heap at
 //! 64 or more CPUs), so the largest object is 64 × 100 words (51 KB); the
