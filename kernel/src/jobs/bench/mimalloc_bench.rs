@@ -16,3 +16,7 @@ pub mod larson;
 pub mod mstress;
 pub mod threadtest;
 pub mod xmalloc;
+
+/// The ports' `workload=` names.
+pub const PORTS: &[&str] =
+    &["larson", "xmalloc-test", "cache-scratch", "cache-thrash", "threadtest", "mstress"];
