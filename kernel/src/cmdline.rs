@@ -13,7 +13,10 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ),
     ("heapcheck", "on checks the heap for corruption, HEAPCHECK records (default: off)"),
     ("test_skip", "run kernel tests from this index on (set by the runner)"),
-    ("workload", "job=bench: local, xfer, seed, mixed or null (default: local)"),
+    (
+        "workload",
+        "job=bench: local, xfer, seed, mixed, null, larson, xmalloc-test, cache-scratch, cache-thrash, threadtest or mstress (default: local)",
+    ),
     (
         "ops",
         "job=bench: operations per CPU (default: 100000, 1600000 / CPUs above 16 CPUs); job=soak: in all (default: 1000000)",

@@ -10,13 +10,21 @@
 //! - `mixed`: sizes from 8 B to 64 KiB with realloc, so large objects reach
 //!   the backing heap;
 //! - `null`: `local`'s loop with no allocator, for the machine's own
-//!   scaling (no allocator can scale better).
+//!   scaling (no allocator can scale better);
+//! - `larson`, `xmalloc-test`, `cache-scratch`, `cache-thrash`,
+//!   `threadtest`, `mstress`: mimalloc-bench's programs, scaled
+//!   (`mimalloc_bench`).
 //!
 //! Each run: a warm-up job, then a timed job behind the start barrier;
 //! `ops=` operations (allocations plus frees) per CPU. With `local` on one
 //! CPU, a last pass counts each allocation's and free's own instructions
-//! between markers (`exact`).
+//! between markers (`exact`). After a mimalloc-bench port the heap, every
+//! cache drained, must have as many free bytes as before its warm-up: the
+//! port freed everything it allocated. (Not for the older workloads: the
+//! drain before the warm-up changes the heap state the exact counts of
+//! `local` were committed with.)
 pub mod exact;
+mod mimalloc_bench;
 
 use alloc::{boxed::Box, vec, vec::Vec};
 use core::{
@@ -28,6 +36,7 @@ use crate::{
     ExitCode,
     boot::BootInfo,
     heap::{self, HeapStats, lock_trace},
+    jobs::stress,
     json::{JsonArray, JsonStr},
     println,
     smp::{self, MAX_CPUS},
@@ -59,7 +68,19 @@ const RING_SLOTS: usize = 1024;
 const XFER_BATCH_OPS: u64 = 64;
 
 /// The workloads `workload=` accepts.
-pub const WORKLOADS: &[&str] = &["local", "xfer", "seed", "mixed", "null"];
+pub const WORKLOADS: &[&str] = &[
+    "local",
+    "xfer",
+    "seed",
+    "mixed",
+    "null",
+    "larson",
+    "xmalloc-test",
+    "cache-scratch",
+    "cache-thrash",
+    "threadtest",
+    "mstress",
+];
 
 /// What one CPU measured.
 struct CpuRun {
@@ -74,7 +95,7 @@ struct CpuRun {
 pub fn run_job(boot: &'static BootInfo) -> ExitCode {
     let workload = boot.cmdline.get("workload").unwrap_or("local");
     let Some(body) = workload_body(workload) else {
-        println!("bench: unknown workload '{workload}' (known: local, xfer, seed, mixed, null)");
+        println!("bench: unknown workload '{workload}' (known: {})", WORKLOADS.join(", "));
         return ExitCode::Failure;
     };
     let ops_per_cpu = match boot.cmdline.get("ops").map(str::parse::<u64>) {
@@ -93,6 +114,8 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
             return ExitCode::Failure;
         }
     };
+    let leak_check = mimalloc_bench::PORTS.contains(&workload);
+    let free_bytes_before = leak_check.then(stress::drained_free_bytes);
     // The workload's own cost, without the allocator, on this CPU alone.
     let harness = (workload == "local").then(|| {
         let run = local_harness(ops_per_cpu);
@@ -127,6 +150,17 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
         let origin = runs.iter().map(|(_, run)| run.start).min().unwrap_or(0);
         lock_trace::print(runs.len(), origin);
     }
+    drop(runs);
+    if let Some(free_bytes_before) = free_bytes_before {
+        let free_bytes_after = stress::drained_free_bytes();
+        println!(
+            "bench: heap free bytes with every cache drained: {free_bytes_before} before, {free_bytes_after} after"
+        );
+        assert_eq!(
+            free_bytes_after, free_bytes_before,
+            "bench {workload}: heap leak: {free_bytes_before} bytes free before the warm-up, {free_bytes_after} after the run"
+        );
+    }
     ExitCode::Success
 }
 
@@ -137,6 +171,12 @@ fn workload_body(name: &str) -> Option<fn(usize, u64) -> CpuRun> {
         "xfer" => xfer,
         "seed" => seed,
         "mixed" => mixed,
+        "larson" => mimalloc_bench::larson::larson,
+        "xmalloc-test" => mimalloc_bench::xmalloc::xmalloc_test,
+        "cache-scratch" => mimalloc_bench::cache::cache_scratch,
+        "cache-thrash" => mimalloc_bench::cache::cache_thrash,
+        "threadtest" => mimalloc_bench::threadtest::threadtest,
+        "mstress" => mimalloc_bench::mstress::mstress,
         _ => return None,
     })
 }

@@ -8,7 +8,19 @@ use clap::Parser;
 use crate::cli::{AccelChoice, BootMode, Cli, MAX_SMP, MemSize, kernel_cmdline, parse_mem};
 
 /// The workloads the kernel's `job=bench` knows (`docs/interface.md`).
-pub const WORKLOADS: [&str; 5] = ["local", "xfer", "seed", "mixed", "null"];
+pub const WORKLOADS: [&str; 11] = [
+    "local",
+    "xfer",
+    "seed",
+    "mixed",
+    "null",
+    "larson",
+    "xmalloc-test",
+    "cache-scratch",
+    "cache-thrash",
+    "threadtest",
+    "mstress",
+];
 /// Kernel arguments the runner sets itself for every bench or profile boot.
 pub const RESERVED_KEYS: [&str; 5] = ["job", "workload", "alloc", "ops", "trace"];
 /// Default wall-clock limit of one bench or profile boot, in seconds.
@@ -141,7 +153,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", default_value = "locked,slab,talc,buddy", value_parser = parse_alloc_list)]
     pub alloc: NameList,
 
-    /// Workloads, comma-separated: local, xfer, seed, mixed, null.
+    /// Workloads, comma-separated: local, xfer, seed, mixed, null, larson,
+    /// xmalloc-test, cache-scratch, cache-thrash, threadtest, mstress.
     #[arg(long, value_name = "LIST", default_value = "local,xfer", value_parser = parse_workload_list)]
     pub workload: NameList,
 
@@ -172,7 +185,7 @@ pub struct ProfileArgs {
     #[arg(long, default_value = "slab", value_parser = parse_name)]
     pub alloc: String,
 
-    /// The workload: local, xfer, seed, mixed, null.
+    /// The workload: one of the workloads of `bench --workload`.
     #[arg(long, default_value = "xfer", value_parser = parse_workload)]
     pub workload: String,
 
