@@ -14,10 +14,8 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use kernel::{
-    ExitCode, arch,
+    ExitCode,
     boot::BootInfo,
     heap::{self, irq_churn},
     jobs::stress,
@@ -42,7 +40,7 @@ const REQUIRED_HANDLER_ALLOCATIONS: u64 = 100_000;
 /// up (well inside the runner's 120 s limit for a test binary).
 const MAX_STRESS_MS: u64 = 60_000;
 /// How long the rate check counts ticks.
-const RATE_WINDOW_MS: u64 = 200;
+const RATE_WINDOW_MS: u64 = 100;
 
 /// Ticks, handler allocations and handler frees of every CPU.
 #[derive(Clone, Copy)]
@@ -111,11 +109,12 @@ impl RateWindow {
 
 /// How many tick-to-tick intervals each CPU collects for the lower bound.
 const TICK_INTERVALS: usize = 16;
-/// CPUs that time their ticks at once; the others sleep (`hlt`) meanwhile,
-/// so that on a host with few cores the timing CPUs and QEMU's timer thread
-/// get to run (with every CPU of a `-smp 64` guest spinning on this 2-core
-/// machine, 64 CPUs timed 2 intervals in 5 s, one of them 3.4 ms for a
-/// 0.4 ms period).
+/// CPUs that time their ticks at once, each with its own timer on; the
+/// others sleep with theirs off, so that on a host with few cores the
+/// timing CPUs and QEMU's timer thread get to run. With every CPU spinning
+/// and ticking at once, a `-smp 64` guest on this 2-core machine timed 2
+/// intervals in 5 s, one of them 3.4 ms for a 0.4 ms period; with the rest
+/// asleep but still ticking, a `-smp 128` guest timed none in 32 s.
 const CPUS_PER_TURN: usize = 2;
 /// The longest one turn lasts.
 const MAX_TURN_MS: u64 = 500;
@@ -124,44 +123,40 @@ const MAX_TURN_MS: u64 = 500;
 /// host, or a tick's handler ran): an interval spanning one is not kept.
 const RUNNING_STEP_NS: u64 = 50_000;
 
-/// With the timer on, the CPUs take turns, [`CPUS_PER_TURN`] at a time, to
-/// spin for [`RATE_WINDOW_MS`] and on until each has seen
-/// [`TICK_INTERVALS`] intervals between consecutive ticks while it ran
-/// throughout (at most [`MAX_TURN_MS`]); the rest sleep until the next
-/// interrupt. Each CPU's window runs from the start to the last turn's end.
-fn spin_through_the_rate_window() -> [Option<RateWindow>; MAX_CPUS] {
-    let cpus = smp::online_cpus();
-    let turns = cpus.div_ceil(CPUS_PER_TURN);
-    let turn = AtomicUsize::new(0);
-    let finished_in_turn = AtomicUsize::new(0);
-    let results = smp::run_on_all_cpus(|cpu| {
-        let first_tick = timer::ticks(cpu);
-        let started = time::now();
-        let mut window =
-            RateWindow { ticks: 0, elapsed_ns: 0, intervals_ns: [0; TICK_INTERVALS], intervals: 0 };
-        let my_turn = cpu / CPUS_PER_TURN;
-        while turn.load(Ordering::Acquire) < my_turn {
-            arch::wait_for_interrupt();
-        }
-        time_consecutive_ticks(cpu, &mut window);
-        let in_my_turn = CPUS_PER_TURN.min(cpus - my_turn * CPUS_PER_TURN);
-        if finished_in_turn.fetch_add(1, Ordering::AcqRel) + 1 == in_my_turn {
-            finished_in_turn.store(0, Ordering::Relaxed);
-            turn.store(my_turn + 1, Ordering::Release);
-        }
-        while turn.load(Ordering::Acquire) < turns {
-            arch::wait_for_interrupt();
-        }
-        window.ticks = timer::ticks(cpu) - first_tick;
-        window.elapsed_ns = time::ticks_to_ns(time::now() - started);
-        window.intervals_ns[..window.intervals].sort_unstable();
-        window
-    });
+/// The CPUs take turns, [`CPUS_PER_TURN`] at a time (one `run_on_all_cpus`
+/// job per turn, which the others return from at once), to run the timer
+/// at `hz` on themselves alone and spin for [`RATE_WINDOW_MS`], and on until
+/// each has seen [`TICK_INTERVALS`] intervals between consecutive ticks
+/// while it ran throughout (at most [`MAX_TURN_MS`]).
+fn time_ticks_in_turns(hz: u32) -> [Option<RateWindow>; MAX_CPUS] {
     let mut windows = [None; MAX_CPUS];
-    for (cpu, window) in results.iter() {
-        windows[cpu] = Some(*window);
+    for turn in 0..smp::online_cpus().div_ceil(CPUS_PER_TURN) {
+        let results = smp::run_on_all_cpus(|cpu| {
+            (cpu / CPUS_PER_TURN == turn).then(|| time_this_cpus_ticks(cpu, hz))
+        });
+        for (cpu, window) in results.iter() {
+            if let Some(window) = window {
+                windows[cpu] = Some(*window);
+            }
+        }
     }
     windows
+}
+
+/// One CPU's turn: its timer on, its ticks counted and timed, its timer off.
+fn time_this_cpus_ticks(cpu: usize, hz: u32) -> RateWindow {
+    timer::start_on_this_cpu(hz).unwrap_or_else(|e| panic!("cpu {cpu}: starting the timer: {e}"));
+    let first_tick = timer::ticks(cpu);
+    let started = time::now();
+    let mut window =
+        RateWindow { ticks: 0, elapsed_ns: 0, intervals_ns: [0; TICK_INTERVALS], intervals: 0 };
+    time_consecutive_ticks(cpu, &mut window);
+    let (ended, last_tick) = (time::now(), timer::ticks(cpu));
+    timer::stop_on_this_cpu();
+    window.ticks = last_tick - first_tick;
+    window.elapsed_ns = time::ticks_to_ns(ended - started);
+    window.intervals_ns[..window.intervals].sort_unstable();
+    window
 }
 
 /// This CPU's turn: spins, keeping the intervals between consecutive ticks
@@ -202,22 +197,18 @@ fn time_consecutive_ticks(cpu: usize, window: &mut RateWindow) {
 /// 10 kHz: its thread and QEMU's timer thread rarely run together, and
 /// missed ticks are dropped, not queued), so the test times the interval
 /// between consecutive ticks while the CPU ran throughout (QEMU delivers
-/// most of those on time): the median over all CPUs' intervals must be at
-/// most 7/4 of the period. A timer running at 4/7 of the rate or slower (a
-/// wrong calibration: at half the rate the medians were 186 to 236 µs for a
-/// 100 µs period) fails that; so does one that never ticks twice in a row
-/// (one-shot): there must be [`TICK_INTERVALS`] intervals in all. The
-/// median is pooled because with many more vCPUs than host cores a CPU may
-/// never run long enough to see two ticks in a row (at `-smp 16` on 2 host
-/// cores, one CPU saw 51 ticks in 4.7 s, none while it ran throughout), or
-/// see one late tick only (at `-smp 64`, one CPU timed a single interval of
-/// 3.4 ms for a 0.4 ms period: QEMU's timer thread had no host core).
+/// most of those on time), two CPUs at a time with only their timers on
+/// ([`time_ticks_in_turns`]): the median over all CPUs' intervals must be
+/// at most 7/4 of the period. A timer running at 4/7 of the rate or slower
+/// (a wrong calibration: at half the rate the pooled medians were 200 µs
+/// for a 100 µs period) fails that; so does one that never ticks twice in a
+/// row (one-shot): there must be [`TICK_INTERVALS`] intervals in all. The
+/// median is pooled so that a CPU that saw few intervals, or late ones, on
+/// a busy host does not decide alone.
 #[test_case]
 fn timer_ticks_at_the_calibrated_rate_on_every_cpu() {
-    start(TickWork::CountOnly);
     let hz = u64::from(timer::configured_hz());
-    let windows = spin_through_the_rate_window();
-    timer::stop_on_every_cpu();
+    let windows = time_ticks_in_turns(timer::configured_hz());
     let period_ns = 1_000_000_000 / hz;
     println!(
         "irq_alloc: timer at {hz} Hz, period {period_ns} ns (local APIC timer counting at {} Hz)",

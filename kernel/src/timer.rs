@@ -136,14 +136,34 @@ pub fn timer_count_hz() -> Result<u64, TimerError> {
 /// Starts the periodic timer at `hz` on every online CPU, each tick doing
 /// `work`. Call it from CPU 0, not inside a job.
 pub fn start_on_every_cpu(hz: u32, work: TickWork) -> Result<(), TimerError> {
-    let timer_count_hz = timer_count_hz()?;
-    let count = u32::try_from(timer_count_hz / u64::from(hz.max(1)))
-        .ok()
-        .filter(|&count| count > 0)
-        .ok_or(TimerError::RateOutOfRange { hz, timer_count_hz })?;
+    let count = initial_count(hz)?;
     WORK.store(work as u8, Ordering::SeqCst);
     smp::run_on_all_cpus(|_| smp::with_this_cpu(|this| apic::start_periodic_timer(this, count)));
     Ok(())
+}
+
+/// Starts the periodic timer at `hz` on the running CPU alone, its ticks
+/// only counted (from inside a job; the other CPUs' timers are left as
+/// they are). Stop it with [`stop_on_this_cpu`].
+pub fn start_on_this_cpu(hz: u32) -> Result<(), TimerError> {
+    let count = initial_count(hz)?;
+    WORK.store(TickWork::CountOnly as u8, Ordering::SeqCst);
+    smp::with_this_cpu(|this| apic::start_periodic_timer(this, count));
+    Ok(())
+}
+
+/// Stops the running CPU's timer (from inside a job).
+pub fn stop_on_this_cpu() {
+    smp::with_this_cpu(apic::stop_timer);
+}
+
+/// The timer's initial count for `hz`.
+fn initial_count(hz: u32) -> Result<u32, TimerError> {
+    let timer_count_hz = timer_count_hz()?;
+    u32::try_from(timer_count_hz / u64::from(hz.max(1)))
+        .ok()
+        .filter(|&count| count > 0)
+        .ok_or(TimerError::RateOutOfRange { hz, timer_count_hz })
 }
 
 /// Stops the timer on every online CPU and gives back the objects the heap

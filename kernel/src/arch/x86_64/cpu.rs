@@ -9,13 +9,6 @@ pub fn halt_forever() -> ! {
     }
 }
 
-/// Sleeps until the next interrupt (`hlt`). Interrupts must be enabled,
-/// else only an NMI wakes the CPU.
-#[inline(always)]
-pub fn wait_for_interrupt() {
-    ::x86_64::instructions::hlt();
-}
-
 /// Tells the CPU it is in a spin-wait loop.
 #[inline(always)]
 pub fn pause() {

@@ -15,7 +15,6 @@ pub mod tsc;
 
 pub use cpu::{
     HAND_COUNTED, halt_forever, marked_hand_counted, pause, read_timestamp, timestamp_marker,
-    wait_for_interrupt,
 };
 pub use percpu::{
     BLOCK_INDEX_OFFSET, BLOCK_SELF_OFFSET, CpuArchState, current_cpu_base, current_cpu_index,
