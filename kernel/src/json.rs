@@ -1,5 +1,6 @@
 //! Writing JSON values by hand for the one-line serial records
-//! (`BOOT {json}` and friends): string escaping and arrays of numbers.
+//! (`BOOT {json}` and friends): string escaping, arrays of numbers and
+//! optional values.
 use core::fmt::{self, Write};
 
 /// Displays any `Display` value as a JSON string, quoted and escaped.
@@ -43,5 +44,18 @@ impl core::fmt::Display for JsonArray<'_> {
             write!(f, "{value}")?;
         }
         f.write_str("]")
+    }
+}
+
+/// Displays `Some(value)` as the value, with the formatter's options (so
+/// `{:.3}` gives three decimals), and `None` as JSON `null`.
+pub struct JsonOption<T>(pub Option<T>);
+
+impl<T: fmt::Display> fmt::Display for JsonOption<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => fmt::Display::fmt(value, f),
+            None => f.write_str("null"),
+        }
     }
 }

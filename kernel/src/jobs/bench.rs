@@ -37,7 +37,7 @@ use crate::{
     boot::BootInfo,
     heap::{self, HeapStats, lock_trace},
     jobs::stress,
-    json::{JsonArray, JsonStr},
+    json::{JsonArray, JsonOption, JsonStr},
     println,
     smp::{self, MAX_CPUS},
     time,
@@ -642,7 +642,7 @@ impl<'a> Report<'a> {
 
     fn print_record(&self) {
         println!(
-            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"ticks_per_instruction\":{:.4},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"cycles_per_pair_median\":{:.2},\"harness_cycles_per_pair\":{},\"allocator_cycles_per_pair\":{},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{},{}}}",
+            "BENCH {{\"workload\":{},\"alloc\":{},\"cpus\":{},\"ops\":{},\"ops_per_cpu\":{},\"timestamp_hz\":{},\"ticks_per_instruction\":{:.4},\"elapsed_cycles\":{},\"ops_per_sec\":{:.1},\"cycles_per_op_median\":{:.2},\"cycles_per_op_p99\":{:.2},\"cycles_per_pair_median\":{:.2},\"harness_cycles_per_pair\":{:.2},\"allocator_cycles_per_pair\":{:.2},\"lock_acquisitions\":{},\"lock_contended\":{},\"lock_wait_cycles\":{},\"lock_hold_cycles\":{},\"lock_wait_share\":{:.6},\"small_ops\":{},\"cache_hits\":{},\"cache_hit_rate\":{:.6},\"cross_cpu_frees\":{},{}}}",
             JsonStr(self.workload),
             JsonStr(self.alloc),
             self.cpus,
@@ -655,8 +655,8 @@ impl<'a> Report<'a> {
             self.cycles_per_op_median,
             self.cycles_per_op_p99,
             2.0 * self.cycles_per_op_median,
-            OptionalNumber(self.harness_cycles_per_op.map(|harness| 2.0 * harness)),
-            OptionalNumber(self.allocator_cycles_per_pair()),
+            JsonOption(self.harness_cycles_per_op.map(|harness| 2.0 * harness)),
+            JsonOption(self.allocator_cycles_per_pair()),
             self.delta.lock_acquisitions,
             self.delta.lock_contended,
             self.delta.lock_wait_cycles,
@@ -678,7 +678,7 @@ impl core::fmt::Display for ExactKeys<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let report = self.0;
         let counts = report.exact.as_ref().map(|(counts, _)| counts);
-        let field = |pick: fn(&exact::ExactCounts) -> u64| OptionalInteger(counts.map(pick));
+        let field = |pick: fn(&exact::ExactCounts) -> u64| JsonOption(counts.map(pick));
         let check = match &report.exact {
             None => "null",
             Some((_, Ok(()))) => "\"ok\"",
@@ -686,11 +686,11 @@ impl core::fmt::Display for ExactKeys<'_> {
         };
         let exact = report.exact_instructions();
         let per = |ticks: fn(&exact::ExactCounts) -> u64, ops: fn(&exact::ExactCounts) -> u64| {
-            OptionalFraction(exact.map(|c| per_op(ticks(c), ops(c))))
+            JsonOption(exact.map(|c| per_op(ticks(c), ops(c))))
         };
         write!(
             f,
-            "\"marker_ticks\":{},\"marked_allocs\":{},\"marked_alloc_ticks\":{},\"marked_frees\":{},\"marked_free_ticks\":{},\"hand_counted_check\":{check},\"instructions_per_alloc\":{},\"instructions_per_free\":{},\"instructions_per_pair\":{},\"instructions_per_alloc_min\":{},\"instructions_per_free_min\":{}",
+            "\"marker_ticks\":{},\"marked_allocs\":{},\"marked_alloc_ticks\":{},\"marked_frees\":{},\"marked_free_ticks\":{},\"hand_counted_check\":{check},\"instructions_per_alloc\":{:.3},\"instructions_per_free\":{:.3},\"instructions_per_pair\":{:.3},\"instructions_per_alloc_min\":{},\"instructions_per_free_min\":{}",
             field(|c| c.marker_ticks),
             field(|c| c.allocs),
             field(|c| c.alloc_ticks),
@@ -698,11 +698,11 @@ impl core::fmt::Display for ExactKeys<'_> {
             field(|c| c.free_ticks),
             per(|c| c.alloc_ticks, |c| c.allocs),
             per(|c| c.free_ticks, |c| c.frees),
-            OptionalFraction(
+            JsonOption(
                 exact.map(|c| per_op(c.alloc_ticks, c.allocs) + per_op(c.free_ticks, c.frees))
             ),
-            OptionalInteger(exact.map(|c| c.alloc_ticks_min)),
-            OptionalInteger(exact.map(|c| c.free_ticks_min)),
+            JsonOption(exact.map(|c| c.alloc_ticks_min)),
+            JsonOption(exact.map(|c| c.free_ticks_min)),
         )
     }
 }
@@ -712,46 +712,9 @@ fn per_op(total: u64, ops: u64) -> f64 {
     if ops == 0 { 0.0 } else { total as f64 / ops as f64 }
 }
 
-/// A JSON integer, or `null`.
-struct OptionalInteger(Option<u64>);
-
-impl core::fmt::Display for OptionalInteger {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(value) => write!(f, "{value}"),
-            None => f.write_str("null"),
-        }
-    }
-}
-
-/// A JSON number with three decimals (exact counts per operation), or
-/// `null`.
-struct OptionalFraction(Option<f64>);
-
-impl core::fmt::Display for OptionalFraction {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(value) => write!(f, "{value:.3}"),
-            None => f.write_str("null"),
-        }
-    }
-}
-
 fn percentile(sorted: &[f64], percent: usize) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
     sorted[(sorted.len() - 1) * percent / 100]
-}
-
-/// A JSON number with two decimals, or `null`.
-struct OptionalNumber(Option<f64>);
-
-impl core::fmt::Display for OptionalNumber {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self.0 {
-            Some(value) => write!(f, "{value:.2}"),
-            None => f.write_str("null"),
-        }
-    }
 }
