@@ -619,9 +619,9 @@ impl<'a> Report<'a> {
         match (&self.exact, self.exact_instructions()) {
             (_, Some(c)) => println!(
                 "bench: counted exactly (icount): {:.3} instructions per alloc, {:.3} per free, {:.3} per pair over {} allocs and {} frees; cheapest alloc {}, free {}",
-                per_op(c.alloc_ticks, c.allocs),
-                per_op(c.free_ticks, c.frees),
-                per_op(c.alloc_ticks, c.allocs) + per_op(c.free_ticks, c.frees),
+                c.per_alloc(),
+                c.per_free(),
+                c.per_pair(),
                 c.allocs,
                 c.frees,
                 c.alloc_ticks_min,
@@ -685,9 +685,7 @@ impl core::fmt::Display for ExactKeys<'_> {
             Some((_, Err(_))) => "\"miscount\"",
         };
         let exact = report.exact_instructions();
-        let per = |ticks: fn(&exact::ExactCounts) -> u64, ops: fn(&exact::ExactCounts) -> u64| {
-            JsonOption(exact.map(|c| per_op(ticks(c), ops(c))))
-        };
+        let per = |of: fn(&exact::ExactCounts) -> f64| JsonOption(exact.map(of));
         write!(
             f,
             "\"marker_ticks\":{},\"marked_allocs\":{},\"marked_alloc_ticks\":{},\"marked_frees\":{},\"marked_free_ticks\":{},\"hand_counted_check\":{check},\"instructions_per_alloc\":{:.3},\"instructions_per_free\":{:.3},\"instructions_per_pair\":{:.3},\"instructions_per_alloc_min\":{},\"instructions_per_free_min\":{}",
@@ -696,20 +694,13 @@ impl core::fmt::Display for ExactKeys<'_> {
             field(|c| c.alloc_ticks),
             field(|c| c.frees),
             field(|c| c.free_ticks),
-            per(|c| c.alloc_ticks, |c| c.allocs),
-            per(|c| c.free_ticks, |c| c.frees),
-            JsonOption(
-                exact.map(|c| per_op(c.alloc_ticks, c.allocs) + per_op(c.free_ticks, c.frees))
-            ),
+            per(exact::ExactCounts::per_alloc),
+            per(exact::ExactCounts::per_free),
+            per(exact::ExactCounts::per_pair),
             JsonOption(exact.map(|c| c.alloc_ticks_min)),
             JsonOption(exact.map(|c| c.free_ticks_min)),
         )
     }
-}
-
-/// `total / ops`, 0 without ops.
-fn per_op(total: u64, ops: u64) -> f64 {
-    if ops == 0 { 0.0 } else { total as f64 / ops as f64 }
 }
 
 fn percentile(sorted: &[f64], percent: usize) -> f64 {

@@ -35,6 +35,28 @@ pub struct ExactCounts {
     pub free_ticks_min: u64,
 }
 
+impl ExactCounts {
+    /// Ticks per allocation (instructions under icount), 0 without any.
+    pub fn per_alloc(&self) -> f64 {
+        per_op(self.alloc_ticks, self.allocs)
+    }
+
+    /// Ticks per free, 0 without any.
+    pub fn per_free(&self) -> f64 {
+        per_op(self.free_ticks, self.frees)
+    }
+
+    /// Ticks per allocation plus free.
+    pub fn per_pair(&self) -> f64 {
+        self.per_alloc() + self.per_free()
+    }
+}
+
+/// `total / ops`, 0 without ops.
+fn per_op(total: u64, ops: u64) -> f64 {
+    if ops == 0 { 0.0 } else { total as f64 / ops as f64 }
+}
+
 /// A hand-counted sequence that did not count as its instructions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Miscount {
