@@ -288,12 +288,39 @@ pub struct HeapStats {
     /// Sum over the CPUs (`max_wait_cycles` is the maximum).
     pub total: CpuSummary,
     per_cpu: [CpuSummary; MAX_CPUS],
+    /// Which of the figures are kept.
+    pub counters: Counters,
+}
+
+/// Which figures a [`HeapStats`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counters {
+    /// Every figure: a `SlabHeap`'s own statistics.
+    All,
+    /// Only `small_ops`, `large_ops` and the heap's usage: the statistics of
+    /// an allocator that is not a `SlabHeap` (the kernel's
+    /// `alloc=slabmalloc`). `mode` and every other figure mean nothing (they
+    /// are 0, and the JSON has `null` for them).
+    OpsAndUsage,
+}
+
+/// A figure, or `null` in the JSON when the heap does not keep it.
+struct Kept(Option<u64>);
+
+impl fmt::Display for Kept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, "{value}"),
+            None => f.write_str("null"),
+        }
+    }
 }
 
 impl HeapStats {
     pub(crate) fn new(mode: Mode, heap: HeapUsage, cpus: usize) -> Self {
         Self {
             mode,
+            counters: Counters::All,
             allocator: None,
             cpus: cpus.min(MAX_CPUS),
             heap,
@@ -307,6 +334,29 @@ impl HeapStats {
         if let Some(slot) = self.per_cpu.get_mut(summary.cpu) {
             *slot = summary;
         }
+    }
+
+    /// The statistics of an allocator other than a `SlabHeap`
+    /// ([`Counters::OpsAndUsage`]): its heap usage and, per CPU in order,
+    /// `(small_ops, large_ops)`.
+    pub fn ops_and_usage(
+        allocator: &'static str,
+        heap: HeapUsage,
+        per_cpu_ops: impl ExactSizeIterator<Item = (u64, u64)>,
+    ) -> Self {
+        let mut stats = Self::new(Mode::Locked, heap, per_cpu_ops.len());
+        stats.allocator = Some(allocator);
+        stats.counters = Counters::OpsAndUsage;
+        for (cpu, (small_ops, large_ops)) in per_cpu_ops.enumerate().take(MAX_CPUS) {
+            stats.record_cpu(CpuSummary { cpu, small_ops, large_ops, ..CpuSummary::default() });
+        }
+        stats
+    }
+
+    /// `value` if this heap keeps the figures beyond operation counts and
+    /// usage, else `null`.
+    fn kept(&self, value: u64) -> Kept {
+        Kept((self.counters == Counters::All).then_some(value))
     }
 
     /// Each online CPU's totals.
@@ -326,23 +376,23 @@ impl HeapStats {
     /// order.
     pub fn write_json(&self, out: &mut dyn fmt::Write) -> fmt::Result {
         let alloc = self.allocator.unwrap_or(self.mode.name());
-        write!(
-            out,
-            "{{\"alloc\":\"{alloc}\",\"mode\":\"{}\",\"cpus\":{}",
-            self.mode.name(),
-            self.cpus
-        )?;
+        write!(out, "{{\"alloc\":\"{alloc}\",\"mode\":")?;
+        match self.counters {
+            Counters::All => write!(out, "\"{}\"", self.mode.name())?,
+            Counters::OpsAndUsage => out.write_str("null")?,
+        }
+        write!(out, ",\"cpus\":{}", self.cpus)?;
         let t = &self.total;
         write!(
             out,
             ",\"small_ops\":{},\"cache_hits\":{},\"lock_acquisitions\":{},\"lock_contended\":{}\
              ,\"lock_wait_cycles\":{},\"lock_hold_cycles\":{}",
             t.small_ops,
-            t.cache_hits,
-            t.lock.acquisitions,
-            t.lock.contended,
-            t.lock.wait_cycles,
-            t.lock.hold_cycles
+            self.kept(t.cache_hits),
+            self.kept(t.lock.acquisitions),
+            self.kept(t.lock.contended),
+            self.kept(t.lock.wait_cycles),
+            self.kept(t.lock.hold_cycles)
         )?;
         write!(
             out,
@@ -354,14 +404,14 @@ impl HeapStats {
             ",\"cached_bytes\":{},\"cross_cpu_frees\":{},\"lock_max_wait_cycles\":{}\
              ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"slabs\":{}\
              ,\"uncached_small_ops\":{},\"per_cpu\":[",
-            t.cached_bytes,
-            t.cross_cpu_frees,
-            t.lock.max_wait_cycles,
-            t.refills,
-            t.flushes,
+            self.kept(t.cached_bytes),
+            self.kept(t.cross_cpu_frees),
+            self.kept(t.lock.max_wait_cycles),
+            self.kept(t.refills),
+            self.kept(t.flushes),
             t.large_ops,
-            self.heap.slabs,
-            t.uncached_small_ops
+            self.kept(self.heap.slabs as u64),
+            self.kept(t.uncached_small_ops)
         )?;
         for (i, cpu) in self.per_cpu().iter().enumerate() {
             if i > 0 {
@@ -375,18 +425,18 @@ impl HeapStats {
                  ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"uncached_small_ops\":{}}}",
                 cpu.cpu,
                 cpu.small_ops,
-                cpu.cache_hits,
-                cpu.lock.acquisitions,
-                cpu.lock.contended,
-                cpu.lock.wait_cycles,
-                cpu.lock.hold_cycles,
-                cpu.cached_bytes,
-                cpu.cross_cpu_frees,
-                cpu.lock.max_wait_cycles,
-                cpu.refills,
-                cpu.flushes,
+                self.kept(cpu.cache_hits),
+                self.kept(cpu.lock.acquisitions),
+                self.kept(cpu.lock.contended),
+                self.kept(cpu.lock.wait_cycles),
+                self.kept(cpu.lock.hold_cycles),
+                self.kept(cpu.cached_bytes),
+                self.kept(cpu.cross_cpu_frees),
+                self.kept(cpu.lock.max_wait_cycles),
+                self.kept(cpu.refills),
+                self.kept(cpu.flushes),
                 cpu.large_ops,
-                cpu.uncached_small_ops
+                self.kept(cpu.uncached_small_ops)
             )?;
         }
         out.write_str("]}")
@@ -567,6 +617,29 @@ mod tests {
             });
         }
         stats
+    }
+
+    #[test]
+    fn json_of_an_ops_and_usage_heap_has_the_same_keys_with_null_for_what_it_does_not_keep() {
+        let usage = HeapUsage { used_bytes: 100, free_bytes: 900, peak_bytes: 150, slabs: 3 };
+        let stats = HeapStats::ops_and_usage("slabmalloc", usage, [(10, 2), (11, 0)].into_iter());
+        let mut json = String::new();
+        stats.write_json(&mut json).unwrap();
+        let expected = concat!(
+            r#"{"alloc":"slabmalloc","mode":null,"cpus":2,"small_ops":21,"cache_hits":null,"#,
+            r#""lock_acquisitions":null,"lock_contended":null,"lock_wait_cycles":null,"#,
+            r#""lock_hold_cycles":null,"heap_used_bytes":100,"heap_free_bytes":900,"#,
+            r#""heap_peak_bytes":150,"cached_bytes":null,"cross_cpu_frees":null,"#,
+            r#""lock_max_wait_cycles":null,"refills":null,"flushes":null,"large_ops":2,"slabs":null,"#,
+            r#""uncached_small_ops":null,"per_cpu":["#,
+            r#"{"cpu":0,"small_ops":10,"cache_hits":null,"lock_acquisitions":null,"lock_contended":null,"#,
+            r#""lock_wait_cycles":null,"lock_hold_cycles":null,"cached_bytes":null,"cross_cpu_frees":null,"#,
+            r#""lock_max_wait_cycles":null,"refills":null,"flushes":null,"large_ops":2,"uncached_small_ops":null},"#,
+            r#"{"cpu":1,"small_ops":11,"cache_hits":null,"lock_acquisitions":null,"lock_contended":null,"#,
+            r#""lock_wait_cycles":null,"lock_hold_cycles":null,"cached_bytes":null,"cross_cpu_frees":null,"#,
+            r#""lock_max_wait_cycles":null,"refills":null,"flushes":null,"large_ops":0,"uncached_small_ops":null}]}"#
+        );
+        assert_eq!(json, expected);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! (`try_reserve`, a raw `alloc` returning null) never get here.
 use core::{alloc::Layout, fmt};
 
-use super::{HeapStats, heap};
+use super::HeapStats;
 use crate::{
     ExitCode, arch, console,
     exit::exit,
@@ -32,7 +32,7 @@ fn heap_exhausted(layout: Layout) -> ! {
     }
     // The figures first, while the other CPUs still run: one of them may
     // hold the heap's lock, and only a running CPU lets it go.
-    let stats = heap().stats();
+    let stats = super::stats();
     smp::stop_other_cpus();
     console::write_fmt_for_panic(format_args!("{}", Report { cpu, layout, stats: &stats }));
     if !testing::heap_exhaustion_was_expected() {
@@ -58,7 +58,7 @@ impl fmt::Display for Report<'_> {
             "heap exhausted: cpu {cpu} could not allocate {} bytes aligned to {} (alloc={}, {} bytes used, {} free, {} cached by CPUs)",
             layout.size(),
             layout.align(),
-            stats.mode.name(),
+            stats.allocator.unwrap_or(stats.mode.name()),
             usage.used_bytes,
             usage.free_bytes,
             stats.total.cached_bytes
@@ -68,7 +68,7 @@ impl fmt::Display for Report<'_> {
             "HEAP-EXHAUSTED {{\"cpu\":{cpu},\"size\":{},\"align\":{},\"alloc\":\"{}\",\"heap_used_bytes\":{},\"heap_free_bytes\":{},\"heap_peak_bytes\":{},\"cached_bytes\":{},\"cached_bytes_per_cpu\":[",
             layout.size(),
             layout.align(),
-            stats.mode.name(),
+            stats.allocator.unwrap_or(stats.mode.name()),
             usage.used_bytes,
             usage.free_bytes,
             usage.peak_bytes,

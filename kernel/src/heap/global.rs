@@ -8,13 +8,16 @@ use core::{
 
 use spin::Once;
 
-use super::{AllocatorChoice, HeapBackend, KernelHeap, KernelPlatform, backend::ALLOCATORS};
+use super::{
+    AllocatorChoice, HeapBackend, HeapKind, KernelHeap, KernelPlatform, backend::ALLOCATORS,
+    slabmalloc,
+};
 use crate::{
     cmdline::Cmdline,
     console,
     memory::heap_region::{self, HeapSetupError},
 };
-use slab_core::{Checking, HeapStats};
+use slab_core::{Checking, HeapStats, Mode};
 
 /// The allocator when the command line names none.
 const DEFAULT_ALLOCATOR: &str = "slab";
@@ -74,11 +77,18 @@ unsafe impl GlobalAlloc for GlobalHeap {
         if !self.could_ever_serve(layout) {
             return ptr::null_mut();
         }
+        if slabmalloc::is_active() {
+            return slabmalloc::alloc(layout);
+        }
         self.0.alloc(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if slabmalloc::is_active() {
+            // SAFETY: forwarded: `ptr` came from slabmalloc with `layout`.
+            return unsafe { slabmalloc::dealloc(ptr, layout) };
+        }
         // SAFETY: forwarded: `ptr` came from this allocator with `layout`.
         unsafe { self.0.dealloc(ptr, layout) }
     }
@@ -89,6 +99,10 @@ unsafe impl GlobalAlloc for GlobalHeap {
         };
         if !self.could_ever_serve(new_layout) {
             return ptr::null_mut();
+        }
+        if slabmalloc::is_active() {
+            // SAFETY: forwarded, as below.
+            return unsafe { slabmalloc::realloc(ptr, layout, new_size) };
         }
         // SAFETY: forwarded: `ptr` came from this allocator with `layout`
         // and `new_size` is non-zero and fits `isize` when aligned.
@@ -107,6 +121,8 @@ pub enum HeapInitError {
     Region(HeapSetupError),
     UnknownMode(&'static str),
     UnknownChecking(&'static str),
+    /// `heapcheck=on` with an allocator that has no checking.
+    CheckingUnsupported(&'static str),
 }
 
 impl core::fmt::Display for HeapInitError {
@@ -121,6 +137,10 @@ impl core::fmt::Display for HeapInitError {
                 f.write_str(")")
             }
             Self::UnknownChecking(value) => write!(f, "heapcheck={value}: expected on or off"),
+            Self::CheckingUnsupported(name) => write!(
+                f,
+                "heapcheck=on: alloc={name} has no heap checking (it needs the slab-core heap: alloc=slab, locked or a backend name)"
+            ),
         }
     }
 }
@@ -130,32 +150,79 @@ impl core::fmt::Display for HeapInitError {
 pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError> {
     let name = cmdline.get("alloc").unwrap_or(DEFAULT_ALLOCATOR);
     let choice = AllocatorChoice::named(name).ok_or(HeapInitError::UnknownMode(name))?;
-    let bytes = match cmdline.get("heap") {
-        Some(text) => heap_region::parse_size(text).map_err(HeapInitError::Region)?,
-        None => heap_region::default_heap_bytes(crate::smp::online_cpus()),
+    let cpus = crate::smp::online_cpus();
+    let bytes = match (cmdline.get("heap"), choice.kind) {
+        (Some(text), _) => heap_region::parse_size(text).map_err(HeapInitError::Region)?,
+        (None, HeapKind::SlabCore) => heap_region::default_heap_bytes(cpus),
+        (None, HeapKind::SlabMalloc) => {
+            slabmalloc::default_heap_bytes(cpus, crate::memory::frames::free_bytes())
+        }
     };
     let checking = match cmdline.get("heapcheck") {
         Some(value) => Checking::from_name(value).ok_or(HeapInitError::UnknownChecking(value))?,
         None => Checking::Off,
     };
+    if choice.kind == HeapKind::SlabMalloc && checking == Checking::On {
+        return Err(HeapInitError::CheckingUnsupported(choice.name));
+    }
     let (start, length) = heap_region::map(bytes).map_err(HeapInitError::Region)?;
+    HEAP.1.call_once(|| HeapRegion { start, end: start + length });
+    ALLOCATOR_NAME.call_once(|| choice.name);
+    if choice.kind == HeapKind::SlabMalloc {
+        // The slab-core heap stays empty, in locked mode, unused.
+        HEAP.0.set_mode(Mode::Locked).expect("the heap is empty at boot, so its mode can be set");
+        // SAFETY: `heap_region::map` just mapped `start..start + length`,
+        // writable, for the heap alone; nothing has allocated yet.
+        unsafe { slabmalloc::init(start as *mut u8, length) };
+        return Ok((choice, length));
+    }
     HEAP.0.with_backend(|backend| {
         // SAFETY: `heap_region::map` just mapped `start..start + length`,
         // writable, for the heap alone; nothing else uses that range.
         *backend = unsafe { HeapBackend::over(choice.backend, start as *mut u8, length) };
     });
-    HEAP.1.call_once(|| HeapRegion { start, end: start + length });
     HEAP.0.set_mode(choice.mode).expect("the heap is empty at boot, so its mode can be set");
-    ALLOCATOR_NAME.call_once(|| choice.name);
     HEAP.0.set_checking(checking).expect("the heap is empty at boot, so checking can be set");
     Ok((choice, length))
 }
 
 /// A snapshot of the heap's statistics.
 pub fn stats() -> HeapStats {
+    if slabmalloc::is_active() {
+        return slabmalloc::stats(ALLOCATOR_NAME.get().copied().unwrap_or("slabmalloc"));
+    }
     let mut stats = HEAP.0.stats();
     stats.allocator = ALLOCATOR_NAME.get().copied();
     stats
+}
+
+/// Empties the running CPU's caches into the heap (slabmalloc: hands its
+/// empty pages back to the page source); false if its slot was busy.
+pub fn drain_local_cpu() -> bool {
+    if slabmalloc::is_active() {
+        slabmalloc::drain_local_cpu();
+        return true;
+    }
+    HEAP.0.drain_local_cpu()
+}
+
+/// The heap's free bytes (caches count as used until drained).
+pub fn free_bytes() -> usize {
+    if slabmalloc::is_active() {
+        return slabmalloc::usage().free_bytes;
+    }
+    HEAP.0.usage().free_bytes
+}
+
+/// Allocations plus frees CPU `cpu` has done.
+pub fn cpu_ops(cpu: usize) -> u64 {
+    if slabmalloc::is_active() {
+        return slabmalloc::cpu_ops(cpu);
+    }
+    HEAP.0.cpu_stats(cpu).map_or(0, |stats| {
+        let summary = stats.summary();
+        summary.small_ops + summary.large_ops
+    })
 }
 
 /// The `alloc=` choice, for the stats' `alloc` key (set once at boot).

@@ -10,13 +10,16 @@ mod global;
 pub mod irq_churn;
 pub mod lock_trace;
 mod platform;
+mod slabmalloc;
 
-pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend};
-pub use global::{heap, init, print_heapstats_record, print_report, stats};
+pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend, HeapKind};
+pub use global::{
+    cpu_ops, drain_local_cpu, free_bytes, heap, init, print_heapstats_record, print_report, stats,
+};
 pub use irq_churn::IrqChurnCpu;
 pub use platform::{KernelPlatform, on_reclaim_ipi};
 pub use slab_core::{
-    Checking, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE, SizeClass,
+    Checking, Counters, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE, SizeClass,
 };
 
 /// The kernel's heap type.

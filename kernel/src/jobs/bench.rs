@@ -461,11 +461,7 @@ fn mixed(cpu: usize, ops: u64) -> CpuRun {
 
 /// Allocations plus frees this CPU has done, from the heap's counters.
 fn own_ops() -> u64 {
-    let cpu = smp::current_cpu_index();
-    heap::heap().cpu_stats(cpu).map_or(0, |stats| {
-        let summary = stats.summary();
-        summary.small_ops + summary.large_ops
-    })
+    heap::cpu_ops(smp::current_cpu_index())
 }
 
 /// The figures of one run.

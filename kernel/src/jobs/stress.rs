@@ -255,7 +255,7 @@ impl XorShift {
 
 /// Empties every CPU's caches into the backend.
 pub fn drain_every_cpu() {
-    let drained = smp::run_on_all_cpus(|_| heap::heap().drain_local_cpu());
+    let drained = smp::run_on_all_cpus(|_| heap::drain_local_cpu());
     for (cpu, &drained) in drained.iter() {
         // A job runs outside any heap operation, so nothing can be busy.
         assert!(drained, "cpu {cpu}: its heap slot was busy while it ran a drain job");
@@ -265,7 +265,7 @@ pub fn drain_every_cpu() {
 /// The backend's free bytes with every cache drained.
 pub fn drained_free_bytes() -> usize {
     drain_every_cpu();
-    heap::heap().usage().free_bytes
+    heap::free_bytes()
 }
 
 /// Checks the slab front end's promise: in steady state at most one global

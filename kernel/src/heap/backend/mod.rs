@@ -113,18 +113,35 @@ pub struct AllocatorChoice {
     pub name: &'static str,
     pub mode: Mode,
     pub backend: BackendKind,
+    pub kind: HeapKind,
+}
+
+/// Which allocator serves the global allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeapKind {
+    /// `slab_core::SlabHeap` in `mode` over `backend`.
+    SlabCore,
+    /// The `slabmalloc` crate's per-CPU zones (`heap::slabmalloc`); `mode`
+    /// and `backend` are unused.
+    SlabMalloc,
 }
 
 /// Every allocator `alloc=` accepts.
 pub const ALLOCATORS: &[AllocatorChoice] = &[
-    AllocatorChoice { name: "slab", mode: Mode::Slab, backend: BackendKind::LinkedList },
-    AllocatorChoice { name: "locked", mode: Mode::Locked, backend: BackendKind::LinkedList },
-    AllocatorChoice { name: "talc", mode: Mode::Locked, backend: BackendKind::Talc },
-    AllocatorChoice { name: "buddy", mode: Mode::Locked, backend: BackendKind::Buddy },
-    AllocatorChoice { name: "rlsf", mode: Mode::Locked, backend: BackendKind::Rlsf },
-    AllocatorChoice { name: "slab-talc", mode: Mode::Slab, backend: BackendKind::Talc },
-    AllocatorChoice { name: "slab-buddy", mode: Mode::Slab, backend: BackendKind::Buddy },
-    AllocatorChoice { name: "slab-rlsf", mode: Mode::Slab, backend: BackendKind::Rlsf },
+    AllocatorChoice { name: "slab", mode: Mode::Slab, backend: BackendKind::LinkedList, kind: HeapKind::SlabCore },
+    AllocatorChoice { name: "locked", mode: Mode::Locked, backend: BackendKind::LinkedList, kind: HeapKind::SlabCore },
+    AllocatorChoice { name: "talc", mode: Mode::Locked, backend: BackendKind::Talc, kind: HeapKind::SlabCore },
+    AllocatorChoice { name: "buddy", mode: Mode::Locked, backend: BackendKind::Buddy, kind: HeapKind::SlabCore },
+    AllocatorChoice { name: "rlsf", mode: Mode::Locked, backend: BackendKind::Rlsf, kind: HeapKind::SlabCore },
+    AllocatorChoice { name: "slab-talc", mode: Mode::Slab, backend: BackendKind::Talc, kind: HeapKind::SlabCore },
+    AllocatorChoice { name: "slab-buddy", mode: Mode::Slab, backend: BackendKind::Buddy, kind: HeapKind::SlabCore },
+    AllocatorChoice { name: "slab-rlsf", mode: Mode::Slab, backend: BackendKind::Rlsf, kind: HeapKind::SlabCore },
+    AllocatorChoice {
+        name: "slabmalloc",
+        mode: Mode::Locked,
+        backend: BackendKind::LinkedList,
+        kind: HeapKind::SlabMalloc,
+    },
 ];
 
 impl AllocatorChoice {
