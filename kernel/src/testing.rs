@@ -67,6 +67,9 @@ pub enum Needs {
     /// The per-CPU caches in use: a slab allocator (`alloc=slab`,
     /// `slab-talc`, `slab-buddy`) without heap checking (which closes them).
     CpuCaches,
+    /// The slab-core heap in slab mode (`alloc=slab` or `slab-BACKEND`),
+    /// whose size classes and heap checking the test expects.
+    SlabMode,
     /// Timestamp ticks that count instructions, one each (QEMU's
     /// `-icount shift=0`: the runner's `--accel icount`).
     InstructionCounting,
@@ -80,6 +83,7 @@ impl Needs {
             Self::CpuCaches => {
                 heap::heap().mode() == Mode::Slab && heap::heap().checking() == Checking::Off
             }
+            Self::SlabMode => heap::heap().mode() == Mode::Slab,
             Self::InstructionCounting => (time::ticks_per_instruction() - 1.0).abs() < 1e-3,
         }
     }
@@ -97,6 +101,11 @@ impl fmt::Display for Needs {
                 "needs the per-cpu caches (alloc=slab or slab-BACKEND, heapcheck=off), running alloc={} heapcheck={}",
                 crate::boot::info().allocator.name,
                 if heap::heap().checking() == Checking::On { "on" } else { "off" }
+            ),
+            Self::SlabMode => write!(
+                f,
+                "needs the slab-core heap in slab mode (alloc=slab or slab-BACKEND), running alloc={}",
+                crate::boot::info().allocator.name
             ),
             Self::InstructionCounting => write!(
                 f,

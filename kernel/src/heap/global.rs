@@ -230,6 +230,10 @@ static ALLOCATOR_NAME: Once<&'static str> = Once::new();
 
 /// Prints the readable report: totals, then a table per CPU.
 pub fn print_report() {
+    if slabmalloc::is_active() {
+        slabmalloc::print_report();
+        return;
+    }
     console::write_fmt(format_args!("{}", ReportLines));
 }
 

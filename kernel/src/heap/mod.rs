@@ -19,7 +19,8 @@ pub use global::{
 pub use irq_churn::IrqChurnCpu;
 pub use platform::{KernelPlatform, on_reclaim_ipi};
 pub use slab_core::{
-    Checking, Counters, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE, SizeClass,
+    Checking, Counters, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE,
+    SizeClass,
 };
 
 /// The kernel's heap type.

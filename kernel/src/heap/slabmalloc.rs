@@ -29,8 +29,8 @@ use core::{
     sync::atomic::{AtomicBool, AtomicU64, Ordering, fence},
 };
 
-use slabmalloc::{AllocationError, Allocator, LargeObjectPage, ObjectPage, ZoneAllocator};
 use slab_core::{HeapStats, HeapUsage};
+use slabmalloc::{AllocationError, Allocator, LargeObjectPage, ObjectPage, ZoneAllocator};
 
 use crate::{
     arch::interrupts::IrqGuard,
@@ -315,7 +315,9 @@ fn reclaim_empty_pages(zone: &mut ZoneAllocator<'static>) {
 fn alloc_large(layout: Layout) -> *mut u8 {
     with_local_zone(|zone, cpu| {
         count(&cpu.large_ops);
-        let block = PAGE_SOURCE.lock().block(layout).or_else(|| {
+        // The first guard must be gone before the reclaim takes the lock.
+        let first_try = PAGE_SOURCE.lock().block(layout);
+        let block = first_try.or_else(|| {
             reclaim_empty_pages(zone);
             PAGE_SOURCE.lock().block(layout)
         });
@@ -397,6 +399,25 @@ pub fn cpu_ops(cpu: usize) -> u64 {
     ZONES.get(cpu).map_or(0, |zone| {
         zone.small_ops.load(Ordering::Relaxed) + zone.large_ops.load(Ordering::Relaxed)
     })
+}
+
+/// Prints the page source's usage and each CPU's operations.
+pub fn print_report() {
+    let usage = usage();
+    crate::println!(
+        "heap: alloc=slabmalloc, used {} B, free {} B, peak {} B (pages in zones and blocks above 128 KiB)",
+        usage.used_bytes,
+        usage.free_bytes,
+        usage.peak_bytes
+    );
+    crate::println!("{:>5} {:>12} {:>10}", "cpu", "zone_ops", "large_ops");
+    for (cpu, zone) in ZONES[..smp::online_cpus()].iter().enumerate() {
+        crate::println!(
+            "{cpu:>5} {:>12} {:>10}",
+            zone.small_ops.load(Ordering::Relaxed),
+            zone.large_ops.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// The statistics slabmalloc has: usage and operation counts per CPU.

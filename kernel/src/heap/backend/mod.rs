@@ -128,14 +128,54 @@ pub enum HeapKind {
 
 /// Every allocator `alloc=` accepts.
 pub const ALLOCATORS: &[AllocatorChoice] = &[
-    AllocatorChoice { name: "slab", mode: Mode::Slab, backend: BackendKind::LinkedList, kind: HeapKind::SlabCore },
-    AllocatorChoice { name: "locked", mode: Mode::Locked, backend: BackendKind::LinkedList, kind: HeapKind::SlabCore },
-    AllocatorChoice { name: "talc", mode: Mode::Locked, backend: BackendKind::Talc, kind: HeapKind::SlabCore },
-    AllocatorChoice { name: "buddy", mode: Mode::Locked, backend: BackendKind::Buddy, kind: HeapKind::SlabCore },
-    AllocatorChoice { name: "rlsf", mode: Mode::Locked, backend: BackendKind::Rlsf, kind: HeapKind::SlabCore },
-    AllocatorChoice { name: "slab-talc", mode: Mode::Slab, backend: BackendKind::Talc, kind: HeapKind::SlabCore },
-    AllocatorChoice { name: "slab-buddy", mode: Mode::Slab, backend: BackendKind::Buddy, kind: HeapKind::SlabCore },
-    AllocatorChoice { name: "slab-rlsf", mode: Mode::Slab, backend: BackendKind::Rlsf, kind: HeapKind::SlabCore },
+    AllocatorChoice {
+        name: "slab",
+        mode: Mode::Slab,
+        backend: BackendKind::LinkedList,
+        kind: HeapKind::SlabCore,
+    },
+    AllocatorChoice {
+        name: "locked",
+        mode: Mode::Locked,
+        backend: BackendKind::LinkedList,
+        kind: HeapKind::SlabCore,
+    },
+    AllocatorChoice {
+        name: "talc",
+        mode: Mode::Locked,
+        backend: BackendKind::Talc,
+        kind: HeapKind::SlabCore,
+    },
+    AllocatorChoice {
+        name: "buddy",
+        mode: Mode::Locked,
+        backend: BackendKind::Buddy,
+        kind: HeapKind::SlabCore,
+    },
+    AllocatorChoice {
+        name: "rlsf",
+        mode: Mode::Locked,
+        backend: BackendKind::Rlsf,
+        kind: HeapKind::SlabCore,
+    },
+    AllocatorChoice {
+        name: "slab-talc",
+        mode: Mode::Slab,
+        backend: BackendKind::Talc,
+        kind: HeapKind::SlabCore,
+    },
+    AllocatorChoice {
+        name: "slab-buddy",
+        mode: Mode::Slab,
+        backend: BackendKind::Buddy,
+        kind: HeapKind::SlabCore,
+    },
+    AllocatorChoice {
+        name: "slab-rlsf",
+        mode: Mode::Slab,
+        backend: BackendKind::Rlsf,
+        kind: HeapKind::SlabCore,
+    },
     AllocatorChoice {
         name: "slabmalloc",
         mode: Mode::Locked,
