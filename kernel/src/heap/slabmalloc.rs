@@ -45,12 +45,12 @@ const LARGE_PAGE_BYTES: usize = 2 << 20;
 /// 4 KiB pages are carved from chunks this big (16 pages).
 const BASE_PAGE_CHUNK_BYTES: usize = 64 << 10;
 
-/// The heap when the command line names none: 32 MiB plus 20 MiB per CPU
-/// (every CPU that uses all nine large classes pins nine 2 MiB pages), at
-/// most three quarters of the memory left.
+/// The heap when the command line names none: 16 MiB plus 18 MiB per CPU
+/// (a CPU that uses all nine large classes pins nine 2 MiB pages), at most
+/// three quarters of the memory left.
 pub fn default_heap_bytes(cpus: usize, free_memory_bytes: u64) -> u64 {
-    const BASE_BYTES: u64 = 32 << 20;
-    const PER_CPU_BYTES: u64 = 20 << 20;
+    const BASE_BYTES: u64 = 16 << 20;
+    const PER_CPU_BYTES: u64 = 18 << 20;
     (BASE_BYTES + PER_CPU_BYTES * cpus as u64).min(free_memory_bytes / 4 * 3)
 }
 

@@ -35,7 +35,7 @@ use core::{
 use crate::{
     ExitCode,
     boot::BootInfo,
-    heap::{self, HeapStats, lock_trace},
+    heap::{self, Counters, HeapStats, lock_trace},
     jobs::stress,
     json::{JsonArray, JsonOption, JsonStr},
     println,
@@ -494,6 +494,9 @@ struct Delta {
     small_ops: u64,
     cache_hits: u64,
     cross_cpu_frees: u64,
+    /// Whether the heap keeps the figures beyond `small_ops` (not
+    /// slabmalloc): the record has `null` for those it does not.
+    counters: Counters,
 }
 
 impl Delta {
@@ -507,6 +510,7 @@ impl Delta {
             small_ops: a.small_ops - b.small_ops,
             cache_hits: a.cache_hits - b.cache_hits,
             cross_cpu_frees: a.cross_cpu_frees - b.cross_cpu_frees,
+            counters: after.counters,
         }
     }
 }
@@ -568,6 +572,12 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// `value` if the heap keeps that figure (lock and cache counters),
+    /// else `None` (`null` in the record).
+    fn kept<T>(&self, value: T) -> Option<T> {
+        (self.delta.counters == Counters::All).then_some(value)
+    }
+
     fn lock_wait_share(&self) -> f64 {
         self.delta.lock_wait_cycles as f64 / (self.cpus as f64 * self.elapsed_cycles.max(1) as f64)
     }
@@ -594,6 +604,19 @@ impl<'a> Report<'a> {
             "bench: timestamp ticks per instruction {:.4} (1 under --accel icount)",
             self.ticks_per_instruction
         );
+        if self.delta.counters != Counters::All {
+            println!("bench: alloc {} keeps no lock, cache or cross-CPU counts", self.alloc);
+        } else {
+            self.print_counters();
+        }
+        self.print_per_pair();
+        self.print_exact();
+        for cpu in 0..self.cpus {
+            println!("bench: cpu {cpu}: {} ops", self.ops_per_cpu[cpu]);
+        }
+    }
+
+    fn print_counters(&self) {
         println!(
             "bench: global lock {} acquisitions ({} contended), wait share {:.2}%, hold {} cycles; cache hit rate {:.2}%; {} cross-CPU frees",
             self.delta.lock_acquisitions,
@@ -603,6 +626,9 @@ impl<'a> Report<'a> {
             self.cache_hit_rate() * 100.0,
             self.delta.cross_cpu_frees
         );
+    }
+
+    fn print_per_pair(&self) {
         if let (Some(harness), Some(pair)) =
             (self.harness_cycles_per_op, self.allocator_cycles_per_pair())
         {
@@ -612,6 +638,9 @@ impl<'a> Report<'a> {
                 2.0 * harness
             );
         }
+    }
+
+    fn print_exact(&self) {
         match (&self.exact, self.exact_instructions()) {
             (_, Some(c)) => println!(
                 "bench: counted exactly (icount): {:.3} instructions per alloc, {:.3} per free, {:.3} per pair over {} allocs and {} frees; cheapest alloc {}, free {}",
@@ -630,9 +659,6 @@ impl<'a> Report<'a> {
                 "bench: no exact instruction counts: timestamp ticks are not instructions here (use --accel icount)"
             ),
             (None, None) => {}
-        }
-        for cpu in 0..self.cpus {
-            println!("bench: cpu {cpu}: {} ops", self.ops_per_cpu[cpu]);
         }
     }
 
@@ -653,15 +679,15 @@ impl<'a> Report<'a> {
             2.0 * self.cycles_per_op_median,
             JsonOption(self.harness_cycles_per_op.map(|harness| 2.0 * harness)),
             JsonOption(self.allocator_cycles_per_pair()),
-            self.delta.lock_acquisitions,
-            self.delta.lock_contended,
-            self.delta.lock_wait_cycles,
-            self.delta.lock_hold_cycles,
-            self.lock_wait_share(),
+            JsonOption(self.kept(self.delta.lock_acquisitions)),
+            JsonOption(self.kept(self.delta.lock_contended)),
+            JsonOption(self.kept(self.delta.lock_wait_cycles)),
+            JsonOption(self.kept(self.delta.lock_hold_cycles)),
+            JsonOption(self.kept(self.lock_wait_share())),
             self.delta.small_ops,
-            self.delta.cache_hits,
-            self.cache_hit_rate(),
-            self.delta.cross_cpu_frees,
+            JsonOption(self.kept(self.delta.cache_hits)),
+            JsonOption(self.kept(self.cache_hit_rate())),
+            JsonOption(self.kept(self.delta.cross_cpu_frees)),
             ExactKeys(self),
         );
     }

@@ -11,15 +11,13 @@ use crate::accel::Accel;
 pub type Json = Map<String, Value>;
 
 /// BENCH keys every record has (null when the boot failed).
-pub const REQUIRED_NUMBERS: [&str; 7] = [
-    "ops",
-    "ops_per_sec",
-    "cycles_per_op_median",
-    "cycles_per_op_p99",
-    "lock_acquisitions",
-    "lock_wait_share",
-    "cache_hit_rate",
-];
+pub const REQUIRED_NUMBERS: [&str; 4] =
+    ["ops", "ops_per_sec", "cycles_per_op_median", "cycles_per_op_p99"];
+
+/// BENCH keys every record has, numbers or `null` when the allocator keeps
+/// no such counter (`alloc=slabmalloc`).
+pub const REQUIRED_NUMBERS_OR_NULL: [&str; 3] =
+    ["lock_acquisitions", "lock_wait_share", "cache_hit_rate"];
 
 /// The first columns of results.csv (and keys of each results.json record),
 /// in order; the kernel's other BENCH keys follow in the order it prints them.
@@ -81,6 +79,13 @@ fn parse_bench_json(text: &str) -> Result<Json, String> {
         match object.get(key) {
             Some(Value::Number(_)) => {}
             Some(_) => return Err(format!("BENCH key '{key}' is not a number")),
+            None => return Err(format!("BENCH record lacks '{key}'")),
+        }
+    }
+    for key in REQUIRED_NUMBERS_OR_NULL {
+        match object.get(key) {
+            Some(Value::Number(_) | Value::Null) => {}
+            Some(_) => return Err(format!("BENCH key '{key}' is neither a number nor null")),
             None => return Err(format!("BENCH record lacks '{key}'")),
         }
     }
@@ -284,6 +289,24 @@ pub(crate) mod tests {
         let line = bench_line("slab", 1, 1.0).replace("\"ops\":20000", "\"ops\":\"many\"");
         let error = parse_bench(&line).unwrap().unwrap_err();
         assert!(error.contains("'ops' is not a number"), "{error}");
+        let line = bench_line("slab", 1, 1.0)
+            .replace("\"cache_hit_rate\":0.984", "\"cache_hit_rate\":\"high\"");
+        let error = parse_bench(&line).unwrap().unwrap_err();
+        assert!(error.contains("'cache_hit_rate' is neither a number nor null"), "{error}");
+        let line = bench_line("slab", 1, 1.0).replace("\"lock_acquisitions\":300,", "");
+        let error = parse_bench(&line).unwrap().unwrap_err();
+        assert!(error.contains("lacks 'lock_acquisitions'"), "{error}");
+    }
+
+    #[test]
+    fn counters_an_allocator_does_not_keep_may_be_null() {
+        let line = bench_line("slabmalloc", 2, 1.0)
+            .replace("\"lock_acquisitions\":300", "\"lock_acquisitions\":null")
+            .replace("\"lock_wait_share\":0.00625", "\"lock_wait_share\":null")
+            .replace("\"cache_hit_rate\":0.984", "\"cache_hit_rate\":null");
+        let bench = parse_bench(&line).unwrap().unwrap();
+        assert!(bench["lock_acquisitions"].is_null());
+        assert_eq!(bench["ops_per_sec"].as_f64(), Some(1.0));
     }
 
     #[test]
