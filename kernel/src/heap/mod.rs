@@ -1,7 +1,8 @@
 //! The kernel heap: `slab_core::SlabHeap` (per-CPU slab caches, or the
 //! chapter's single locked heap with `alloc=locked`) over
-//! `linked_list_allocator::Heap` in the heap region (or over `talc` or a
-//! buddy allocator, for comparison), as the global allocator.
+//! `linked_list_allocator::Heap` in the heap region (or over `talc`, a
+//! buddy allocator or `rlsf`, for comparison), or the `slabmalloc` crate's
+//! per-CPU zones (`alloc=slabmalloc`), as the global allocator.
 //! `docs/allocator.md` has the design.
 mod backend;
 pub mod check;
