@@ -22,15 +22,24 @@ use kernel::{
     boot::BootInfo,
     heap::{self, Checking, FaultKind, HeapFault, Mode, check::FaultRecorder},
     smp,
-    testing::{Needs, Test},
+    testing::{self, Needs},
 };
 
 kernel::entry_point!(main);
 
 fn main(_boot: &'static BootInfo) -> ExitCode {
-    // The expected size classes below are slab mode's: elsewhere every
-    // test is ignored (`Needs::SlabMode`).
-    if heap::heap().mode() == Mode::Slab && heap::heap().checking() == Checking::Off {
+    // A plain allocator has no checks: every test is ignored.
+    if !testing::binary_needs(&[Needs::HeapCounters]) {
+        test_main();
+        return ExitCode::Success;
+    }
+    // The expected size classes below are slab mode's.
+    assert_eq!(
+        heap::heap().mode(),
+        Mode::Slab,
+        "heapcheck tests need alloc=slab, slab-talc, slab-buddy or slab-rlsf"
+    );
+    if heap::heap().checking() == Checking::Off {
         heap::check::switch_on().expect("heapcheck: the heap is empty when main starts");
     }
     test_main();
@@ -92,188 +101,174 @@ fn last_cpu() -> usize {
 }
 
 #[test_case]
-const WRITE_AFTER_FREE_IS_REPORTED_WHEN_THE_OBJECT_WOULD_BE_REUSED: Test =
-    Test::new("write_after_free_is_reported_when_the_object_would_be_reused", || {
-        let recorder = FaultRecorder::start();
-        let l = layout(SMALL);
-        let freed = allocate(l);
-        // SAFETY: allocated above with `l`; then the bug: a store to it.
-        unsafe {
-            free(freed, l);
-            freed.add(20).write_volatile(0x41);
+fn write_after_free_is_reported_when_the_object_would_be_reused() {
+    let recorder = FaultRecorder::start();
+    let l = layout(SMALL);
+    let freed = allocate(l);
+    // SAFETY: allocated above with `l`; then the bug: a store to it.
+    unsafe {
+        free(freed, l);
+        freed.add(20).write_volatile(0x41);
+    }
+    assert_eq!(recorder.take().count, 0, "nothing is checked before reuse");
+    let next = allocate(l);
+    assert_ne!(next, freed, "the damaged object is never handed out again");
+    assert_eq!(
+        recorder.take_one(),
+        HeapFault {
+            offset: Some(20),
+            expected: Some(POISON),
+            found: Some(0x41),
+            ..fault(FaultKind::WriteAfterFree, 0, freed.addr(), Some(SMALL_CLASS), l)
         }
-        assert_eq!(recorder.take().count, 0, "nothing is checked before reuse");
-        let next = allocate(l);
-        assert_ne!(next, freed, "the damaged object is never handed out again");
+    );
+    // SAFETY: allocated above with `l`.
+    unsafe { free(next, l) };
+}
+
+#[test_case]
+fn overflow_into_the_red_zone_is_reported_on_free() {
+    let recorder = FaultRecorder::start();
+    for (size, class) in [(SMALL, Some(SMALL_CLASS)), (LARGE, None)] {
+        let l = layout(size);
+        let block = allocate(l);
+        // SAFETY: a block of `size` bytes, written; then the bug: one byte
+        // past its end.
+        unsafe {
+            block.write_bytes(0x5a, size);
+            block.add(size).write_volatile(0);
+            free(block, l);
+        }
         assert_eq!(
             recorder.take_one(),
             HeapFault {
-                offset: Some(20),
-                expected: Some(POISON),
-                found: Some(0x41),
-                ..fault(FaultKind::WriteAfterFree, 0, freed.addr(), Some(SMALL_CLASS), l)
-            }
+                offset: Some(size),
+                expected: Some(RED_ZONE),
+                found: Some(0),
+                ..fault(FaultKind::Overflow, 0, block.addr(), class, l)
+            },
+            "{size}-byte block"
         );
+        // Nothing was freed: with the red zone repaired, the block frees
+        // cleanly.
+        // SAFETY: still live with `l`.
+        unsafe {
+            block.add(size).write_volatile(heap::RED_ZONE_BYTE);
+            free(block, l);
+        }
+        assert_eq!(recorder.take().count, 0, "{size}-byte block freed after repair");
+    }
+}
+
+#[test_case]
+fn double_free_is_reported_naming_the_cpu_that_freed_again() {
+    let recorder = FaultRecorder::start();
+    for (size, class) in [(SMALL, Some(SMALL_CLASS)), (LARGE, None)] {
+        let l = layout(size);
+        let block = allocate(l);
         // SAFETY: allocated above with `l`.
-        unsafe { free(next, l) };
-    })
-    .needs(&[Needs::SlabMode]);
-
-#[test_case]
-const OVERFLOW_INTO_THE_RED_ZONE_IS_REPORTED_ON_FREE: Test =
-    Test::new("overflow_into_the_red_zone_is_reported_on_free", || {
-        let recorder = FaultRecorder::start();
-        for (size, class) in [(SMALL, Some(SMALL_CLASS)), (LARGE, None)] {
-            let l = layout(size);
-            let block = allocate(l);
-            // SAFETY: a block of `size` bytes, written; then the bug: one byte
-            // past its end.
-            unsafe {
-                block.write_bytes(0x5a, size);
-                block.add(size).write_volatile(0);
-                free(block, l);
+        unsafe { free(block, l) };
+        let address = block.addr();
+        let freeing = last_cpu();
+        smp::run_on_all_cpus(|cpu| {
+            if cpu == freeing {
+                // SAFETY: none: the double free under test.
+                unsafe { free(address as *mut u8, l) };
             }
-            assert_eq!(
-                recorder.take_one(),
-                HeapFault {
-                    offset: Some(size),
-                    expected: Some(RED_ZONE),
-                    found: Some(0),
-                    ..fault(FaultKind::Overflow, 0, block.addr(), class, l)
-                },
-                "{size}-byte block"
-            );
-            // Nothing was freed: with the red zone repaired, the block frees
-            // cleanly.
-            // SAFETY: still live with `l`.
-            unsafe {
-                block.add(size).write_volatile(heap::RED_ZONE_BYTE);
-                free(block, l);
-            }
-            assert_eq!(recorder.take().count, 0, "{size}-byte block freed after repair");
-        }
-    })
-    .needs(&[Needs::SlabMode]);
-
-#[test_case]
-const DOUBLE_FREE_IS_REPORTED_NAMING_THE_CPU_THAT_FREED_AGAIN: Test =
-    Test::new("double_free_is_reported_naming_the_cpu_that_freed_again", || {
-        let recorder = FaultRecorder::start();
-        for (size, class) in [(SMALL, Some(SMALL_CLASS)), (LARGE, None)] {
-            let l = layout(size);
-            let block = allocate(l);
-            // SAFETY: allocated above with `l`.
-            unsafe { free(block, l) };
-            let address = block.addr();
-            let freeing = last_cpu();
-            smp::run_on_all_cpus(|cpu| {
-                if cpu == freeing {
-                    // SAFETY: none: the double free under test.
-                    unsafe { free(address as *mut u8, l) };
-                }
-            });
-            assert_eq!(
-                recorder.take_one(),
-                fault(FaultKind::DoubleFree, freeing, address, class, l),
-                "{size}-byte block"
-            );
-        }
-    })
-    .needs(&[Needs::SlabMode]);
-
-#[test_case]
-const FREE_OF_A_POINTER_NEVER_HANDED_OUT_IS_REPORTED: Test =
-    Test::new("free_of_a_pointer_never_handed_out_is_reported", || {
-        let recorder = FaultRecorder::start();
-        let l = layout(SMALL);
-        let mut local = [0u64; 8];
-        let outside = local.as_mut_ptr().cast::<u8>();
-        // SAFETY: none: a free of a block on this stack, under test.
-        unsafe { free(outside, l) };
-        assert_eq!(
-            recorder.take_one(),
-            fault(FaultKind::InvalidFree, 0, outside.addr(), Some(SMALL_CLASS), l)
-        );
-        // A live object freed with the layout of another size class.
-        let object = allocate(l);
-        let other = layout(400);
-        // SAFETY: none: the wrong layout under test.
-        unsafe { free(object, other) };
-        assert_eq!(
-            recorder.take_one(),
-            fault(FaultKind::InvalidFree, 0, object.addr(), Some(512), other)
-        );
-        // SAFETY: still live with `l`.
-        unsafe { free(object, l) };
-        assert_eq!(recorder.take().count, 0);
-        core::hint::black_box(&mut local);
-    })
-    .needs(&[Needs::SlabMode]);
-
-#[test_case]
-const FREE_OFF_AN_OBJECT_BOUNDARY_IS_REPORTED_AS_MISALIGNED: Test =
-    Test::new("free_off_an_object_boundary_is_reported_as_misaligned", || {
-        let recorder = FaultRecorder::start();
-        let l = layout(SMALL);
-        let object = allocate(l);
-        let inside = object.wrapping_add(8);
-        // SAFETY: none: a free 8 bytes into a live object, under test.
-        unsafe { free(inside, l) };
-        assert_eq!(
-            recorder.take_one(),
-            HeapFault {
-                offset: Some(8),
-                ..fault(FaultKind::MisalignedFree, 0, inside.addr(), Some(SMALL_CLASS), l)
-            }
-        );
-        // SAFETY: still live with `l`.
-        unsafe { free(object, l) };
-        assert_eq!(recorder.take().count, 0);
-    })
-    .needs(&[Needs::SlabMode]);
-
-#[test_case]
-const OVERWRITTEN_STATE_WORD_IS_REPORTED_AS_CORRUPTED: Test =
-    Test::new("overwritten_state_word_is_reported_as_corrupted", || {
-        let recorder = FaultRecorder::start();
-        let l = layout(SMALL);
-        let object = allocate(l);
-        let state_offset = SMALL_CLASS - 8;
-        // SAFETY: inside the object's 64-byte slot: the bug, a wild store past
-        // the red zone over the state word.
-        unsafe {
-            object.add(state_offset).cast::<u64>().write_volatile(0x4242);
-            free(object, l);
-        }
-        let reported = recorder.take_one();
-        assert_eq!(
-            HeapFault { expected: None, ..reported },
-            HeapFault {
-                offset: Some(state_offset),
-                found: Some(0x4242),
-                ..fault(FaultKind::Corrupted, 0, object.addr(), Some(SMALL_CLASS), l)
-            }
-        );
-        // The object is not freed: it stays allocated for good.
-    })
-    .needs(&[Needs::SlabMode]);
-
-#[test_case]
-const ORDINARY_HEAP_USE_ON_EVERY_CPU_REPORTS_NOTHING: Test =
-    Test::new("ordinary_heap_use_on_every_cpu_reports_nothing", || {
-        let recorder = FaultRecorder::start();
-        let results = smp::run_on_all_cpus(|cpu| {
-            let mut boxes: Vec<Box<[u64]>> = Vec::new();
-            for i in 0..300 {
-                let len = [1, 5, 40, 200, 1100][i % 5];
-                boxes.push(alloc::vec![(cpu * 1000 + i) as u64; len].into_boxed_slice());
-                if i % 3 == 0 {
-                    boxes.swap_remove(i % boxes.len());
-                }
-            }
-            boxes.iter().map(|b| b.len()).sum::<usize>()
         });
-        assert!(results.iter().all(|(_, &words)| words > 0));
-        assert_eq!(recorder.take(), heap::check::Recorded { count: 0, last: None });
-    })
-    .needs(&[Needs::SlabMode]);
+        assert_eq!(
+            recorder.take_one(),
+            fault(FaultKind::DoubleFree, freeing, address, class, l),
+            "{size}-byte block"
+        );
+    }
+}
+
+#[test_case]
+fn free_of_a_pointer_never_handed_out_is_reported() {
+    let recorder = FaultRecorder::start();
+    let l = layout(SMALL);
+    let mut local = [0u64; 8];
+    let outside = local.as_mut_ptr().cast::<u8>();
+    // SAFETY: none: a free of a block on this stack, under test.
+    unsafe { free(outside, l) };
+    assert_eq!(
+        recorder.take_one(),
+        fault(FaultKind::InvalidFree, 0, outside.addr(), Some(SMALL_CLASS), l)
+    );
+    // A live object freed with the layout of another size class.
+    let object = allocate(l);
+    let other = layout(400);
+    // SAFETY: none: the wrong layout under test.
+    unsafe { free(object, other) };
+    assert_eq!(
+        recorder.take_one(),
+        fault(FaultKind::InvalidFree, 0, object.addr(), Some(512), other)
+    );
+    // SAFETY: still live with `l`.
+    unsafe { free(object, l) };
+    assert_eq!(recorder.take().count, 0);
+    core::hint::black_box(&mut local);
+}
+
+#[test_case]
+fn free_off_an_object_boundary_is_reported_as_misaligned() {
+    let recorder = FaultRecorder::start();
+    let l = layout(SMALL);
+    let object = allocate(l);
+    let inside = object.wrapping_add(8);
+    // SAFETY: none: a free 8 bytes into a live object, under test.
+    unsafe { free(inside, l) };
+    assert_eq!(
+        recorder.take_one(),
+        HeapFault {
+            offset: Some(8),
+            ..fault(FaultKind::MisalignedFree, 0, inside.addr(), Some(SMALL_CLASS), l)
+        }
+    );
+    // SAFETY: still live with `l`.
+    unsafe { free(object, l) };
+    assert_eq!(recorder.take().count, 0);
+}
+
+#[test_case]
+fn overwritten_state_word_is_reported_as_corrupted() {
+    let recorder = FaultRecorder::start();
+    let l = layout(SMALL);
+    let object = allocate(l);
+    let state_offset = SMALL_CLASS - 8;
+    // SAFETY: inside the object's 64-byte slot: the bug, a wild store past
+    // the red zone over the state word.
+    unsafe {
+        object.add(state_offset).cast::<u64>().write_volatile(0x4242);
+        free(object, l);
+    }
+    let reported = recorder.take_one();
+    assert_eq!(
+        HeapFault { expected: None, ..reported },
+        HeapFault {
+            offset: Some(state_offset),
+            found: Some(0x4242),
+            ..fault(FaultKind::Corrupted, 0, object.addr(), Some(SMALL_CLASS), l)
+        }
+    );
+    // The object is not freed: it stays allocated for good.
+}
+
+#[test_case]
+fn ordinary_heap_use_on_every_cpu_reports_nothing() {
+    let recorder = FaultRecorder::start();
+    let results = smp::run_on_all_cpus(|cpu| {
+        let mut boxes: Vec<Box<[u64]>> = Vec::new();
+        for i in 0..300 {
+            let len = [1, 5, 40, 200, 1100][i % 5];
+            boxes.push(alloc::vec![(cpu * 1000 + i) as u64; len].into_boxed_slice());
+            if i % 3 == 0 {
+                boxes.swap_remove(i % boxes.len());
+            }
+        }
+        boxes.iter().map(|b| b.len()).sum::<usize>()
+    });
+    assert!(results.iter().all(|(_, &words)| words > 0));
+    assert_eq!(recorder.take(), heap::check::Recorded { count: 0, last: None });
+}

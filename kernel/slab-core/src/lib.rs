@@ -31,4 +31,4 @@ pub use mode::{Mode, ModeLocked, UnknownMode};
 pub use platform::{MAX_CPUS, Platform};
 pub use reclaim::ReclaimBroadcast;
 pub use size_class::{MAX_SMALL_SIZE, MIN_BATCH, NUM_CLASSES, SizeClass};
-pub use stats::{ClassStats, Counters, CpuStats, CpuSummary, HeapStats, LockStats};
+pub use stats::{ClassStats, CpuStats, CpuSummary, HeapStats, LockStats};

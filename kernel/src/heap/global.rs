@@ -1,6 +1,8 @@
 //! The global allocator instance, its set-up at boot from the command line
-//! (`heap=SIZE`, `alloc=slab|locked|...`, `heapcheck=on|off`), and its
-//! reports.
+//! (`heap=SIZE`, `alloc=slab|locked|lockedheap|...`, `heapcheck=on|off`),
+//! and its reports. Every call goes to the slab-core heap, or, when a plain
+//! allocator was chosen at boot, to `plain.rs` after one byte compare (a
+//! never-taken branch for the slab heap).
 use core::{
     alloc::{GlobalAlloc, Layout},
     ptr,
@@ -9,15 +11,15 @@ use core::{
 use spin::Once;
 
 use super::{
-    AllocatorChoice, HeapBackend, HeapKind, KernelHeap, KernelPlatform, backend::ALLOCATORS,
-    slabmalloc,
+    AllocatorChoice, AllocatorKind, HeapBackend, KernelHeap, KernelPlatform, PlainKind,
+    backend::ALLOCATORS, plain, slabmalloc,
 };
 use crate::{
     cmdline::Cmdline,
     console,
     memory::heap_region::{self, HeapSetupError},
 };
-use slab_core::{Checking, HeapStats, Mode};
+use slab_core::{Checking, HeapStats, HeapUsage};
 
 /// The allocator when the command line names none.
 const DEFAULT_ALLOCATOR: &str = "slab";
@@ -27,7 +29,8 @@ const DEFAULT_ALLOCATOR: &str = "slab";
 /// heap region before they reach the allocator.
 const ALWAYS_PLAUSIBLE_BYTES: usize = 4096;
 
-/// `SlabHeap` as Rust's global allocator, with the region it manages.
+/// `SlabHeap` as Rust's global allocator, with the region it manages (or,
+/// chosen at boot, a plain allocator over that region: `plain.rs`).
 struct GlobalHeap(KernelHeap, Once<HeapRegion>);
 
 #[global_allocator]
@@ -67,27 +70,31 @@ impl GlobalHeap {
     }
 }
 
-// SAFETY: `SlabHeap::alloc` returns null or a block valid for the layout
-// that overlaps no live block; `dealloc` and `realloc` are forwarded with
-// the caller's guarantees, which are exactly `SlabHeap`'s requirements;
-// the region check only turns requests into null.
+// SAFETY: `SlabHeap::alloc` and the plain allocators return null or a block
+// valid for the layout that overlaps no live block; `dealloc` and `realloc`
+// are forwarded with the caller's guarantees, which are exactly `SlabHeap`'s
+// and `GlobalAlloc`'s requirements, to the allocator that served the block
+// (the choice is made once at boot, before any allocation); the region
+// check only turns requests into null.
 unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !self.could_ever_serve(layout) {
             return ptr::null_mut();
         }
-        if slabmalloc::is_active() {
-            return slabmalloc::alloc(layout);
+        if plain::is_active() {
+            // SAFETY: forwarded: a layout of non-zero size (the caller's).
+            return unsafe { plain::alloc(layout) };
         }
         self.0.alloc(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if slabmalloc::is_active() {
-            // SAFETY: forwarded: `ptr` came from slabmalloc with `layout`.
-            return unsafe { slabmalloc::dealloc(ptr, layout) };
+        if plain::is_active() {
+            // SAFETY: forwarded: `ptr` came from the plain allocator (the
+            // only one since boot) with `layout`.
+            return unsafe { plain::dealloc(ptr, layout) };
         }
         // SAFETY: forwarded: `ptr` came from this allocator with `layout`.
         unsafe { self.0.dealloc(ptr, layout) }
@@ -100,9 +107,9 @@ unsafe impl GlobalAlloc for GlobalHeap {
         if !self.could_ever_serve(new_layout) {
             return ptr::null_mut();
         }
-        if slabmalloc::is_active() {
+        if plain::is_active() {
             // SAFETY: forwarded, as below.
-            return unsafe { slabmalloc::realloc(ptr, layout, new_size) };
+            return unsafe { plain::realloc(ptr, layout, new_size) };
         }
         // SAFETY: forwarded: `ptr` came from this allocator with `layout`
         // and `new_size` is non-zero and fits `isize` when aligned.
@@ -110,7 +117,8 @@ unsafe impl GlobalAlloc for GlobalHeap {
     }
 }
 
-/// The kernel heap.
+/// The slab-core heap (empty and unused when a plain allocator serves:
+/// ask [`stats`] and [`usage`] for the figures of whichever serves).
 pub fn heap() -> &'static KernelHeap {
     &HEAP.0
 }
@@ -121,8 +129,8 @@ pub enum HeapInitError {
     Region(HeapSetupError),
     UnknownMode(&'static str),
     UnknownChecking(&'static str),
-    /// `heapcheck=on` with an allocator that has no checking.
-    CheckingUnsupported(&'static str),
+    /// `heapcheck=on` with a plain allocator, which cannot check.
+    CheckingNeedsSlabCore(&'static str),
 }
 
 impl core::fmt::Display for HeapInitError {
@@ -137,9 +145,11 @@ impl core::fmt::Display for HeapInitError {
                 f.write_str(")")
             }
             Self::UnknownChecking(value) => write!(f, "heapcheck={value}: expected on or off"),
-            Self::CheckingUnsupported(name) => write!(
+            Self::CheckingNeedsSlabCore(name) => write!(
                 f,
-                "heapcheck=on: alloc={name} has no heap checking (it needs the slab-core heap: alloc=slab, locked or a backend name)"
+                "heapcheck=on needs the slab-core heap's checks, but alloc={name} is a plain allocator \
+                 without them: drop heapcheck=on, or pick a slab-core allocator (alloc=slab, locked, \
+                 locked-talc, ...)"
             ),
         }
     }
@@ -153,76 +163,76 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
     let cpus = crate::smp::online_cpus();
     let bytes = match (cmdline.get("heap"), choice.kind) {
         (Some(text), _) => heap_region::parse_size(text).map_err(HeapInitError::Region)?,
-        (None, HeapKind::SlabCore) => heap_region::default_heap_bytes(cpus),
-        (None, HeapKind::SlabMalloc) => {
+        (None, AllocatorKind::Plain(PlainKind::SlabMalloc)) => {
             slabmalloc::default_heap_bytes(cpus, crate::memory::frames::free_bytes())
         }
+        (None, _) => heap_region::default_heap_bytes(cpus),
     };
     let checking = match cmdline.get("heapcheck") {
         Some(value) => Checking::from_name(value).ok_or(HeapInitError::UnknownChecking(value))?,
         None => Checking::Off,
     };
-    if choice.kind == HeapKind::SlabMalloc && checking == Checking::On {
-        return Err(HeapInitError::CheckingUnsupported(choice.name));
+    if choice.is_plain() && checking == Checking::On {
+        return Err(HeapInitError::CheckingNeedsSlabCore(choice.name));
     }
     let (start, length) = heap_region::map(bytes).map_err(HeapInitError::Region)?;
     HEAP.1.call_once(|| HeapRegion { start, end: start + length });
     ALLOCATOR_NAME.call_once(|| choice.name);
-    if choice.kind == HeapKind::SlabMalloc {
-        // The slab-core heap stays empty, in locked mode, unused.
-        HEAP.0.set_mode(Mode::Locked).expect("the heap is empty at boot, so its mode can be set");
-        // SAFETY: `heap_region::map` just mapped `start..start + length`,
-        // writable, for the heap alone; nothing has allocated yet.
-        unsafe { slabmalloc::init(start as *mut u8, length) };
-        return Ok((choice, length));
+    match choice.kind {
+        AllocatorKind::SlabCore { mode, backend: kind } => {
+            HEAP.0.with_backend(|backend| {
+                // SAFETY: `heap_region::map` just mapped `start..start + length`,
+                // writable, for the heap alone; nothing else uses that range.
+                *backend = unsafe { HeapBackend::over(kind, start as *mut u8, length) };
+            });
+            HEAP.0.set_mode(mode).expect("the heap is empty at boot, so its mode can be set");
+            HEAP.0
+                .set_checking(checking)
+                .expect("the heap is empty at boot, so checking can be set");
+        }
+        // SAFETY: as above; and nothing has allocated yet (boot).
+        AllocatorKind::Plain(kind) => unsafe { plain::init(kind, start as *mut u8, length) },
     }
-    HEAP.0.with_backend(|backend| {
-        // SAFETY: `heap_region::map` just mapped `start..start + length`,
-        // writable, for the heap alone; nothing else uses that range.
-        *backend = unsafe { HeapBackend::over(choice.backend, start as *mut u8, length) };
-    });
-    HEAP.0.set_mode(choice.mode).expect("the heap is empty at boot, so its mode can be set");
-    HEAP.0.set_checking(checking).expect("the heap is empty at boot, so checking can be set");
     Ok((choice, length))
 }
 
-/// A snapshot of the heap's statistics.
+/// A snapshot of the heap's statistics: the slab-core heap's, or a plain
+/// allocator's used and free bytes with no counters
+/// ([`HeapStats::uncounted`]).
 pub fn stats() -> HeapStats {
-    if slabmalloc::is_active() {
-        return slabmalloc::stats(ALLOCATOR_NAME.get().copied().unwrap_or("slabmalloc"));
-    }
-    let mut stats = HEAP.0.stats();
+    let mut stats = if plain::is_active() {
+        let usage = plain::usage();
+        HeapStats::uncounted(usage.used_bytes, usage.free_bytes, crate::smp::online_cpus())
+    } else {
+        HEAP.0.stats()
+    };
     stats.allocator = ALLOCATOR_NAME.get().copied();
     stats
 }
 
-/// Empties the running CPU's caches into the heap (slabmalloc: hands its
-/// empty pages back to the page source); false if its slot was busy.
+/// The heap's usage now (a plain allocator's read under its lock; it keeps
+/// no peak or slabs, which read 0).
+pub fn usage() -> HeapUsage {
+    if plain::is_active() {
+        let usage = plain::usage();
+        HeapUsage {
+            used_bytes: usage.used_bytes,
+            free_bytes: usage.free_bytes,
+            ..HeapUsage::default()
+        }
+    } else {
+        HEAP.0.usage()
+    }
+}
+
+/// Empties the running CPU's caches (a plain allocator's, if it has any:
+/// slabmalloc's empty pages); false if the slab-core heap's slot was busy.
 pub fn drain_local_cpu() -> bool {
-    if slabmalloc::is_active() {
-        slabmalloc::drain_local_cpu();
+    if plain::is_active() {
+        plain::drain_local_cpu();
         return true;
     }
     HEAP.0.drain_local_cpu()
-}
-
-/// The heap's free bytes (caches count as used until drained).
-pub fn free_bytes() -> usize {
-    if slabmalloc::is_active() {
-        return slabmalloc::usage().free_bytes;
-    }
-    HEAP.0.usage().free_bytes
-}
-
-/// Allocations plus frees CPU `cpu` has done.
-pub fn cpu_ops(cpu: usize) -> u64 {
-    if slabmalloc::is_active() {
-        return slabmalloc::cpu_ops(cpu);
-    }
-    HEAP.0.cpu_stats(cpu).map_or(0, |stats| {
-        let summary = stats.summary();
-        summary.small_ops + summary.large_ops
-    })
 }
 
 /// The `alloc=` choice, for the stats' `alloc` key (set once at boot).
@@ -230,10 +240,6 @@ static ALLOCATOR_NAME: Once<&'static str> = Once::new();
 
 /// Prints the readable report: totals, then a table per CPU.
 pub fn print_report() {
-    if slabmalloc::is_active() {
-        slabmalloc::print_report();
-        return;
-    }
     console::write_fmt(format_args!("{}", ReportLines));
 }
 
@@ -241,7 +247,7 @@ struct ReportLines;
 
 impl core::fmt::Display for ReportLines {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        HEAP.0.write_report(f)
+        if plain::is_active() { write!(f, "{}", stats()) } else { HEAP.0.write_report(f) }
     }
 }
 

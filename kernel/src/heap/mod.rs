@@ -1,8 +1,9 @@
-//! The kernel heap: `slab_core::SlabHeap` (per-CPU slab caches, or the
-//! chapter's single locked heap with `alloc=locked`) over
+//! The kernel heap: `slab_core::SlabHeap` (per-CPU slab caches, or one
+//! instrumented locked heap with `alloc=locked*`) over
 //! `linked_list_allocator::Heap` in the heap region (or over `talc`, a
-//! buddy allocator or `rlsf`, for comparison), or the `slabmalloc` crate's
-//! per-CPU zones (`alloc=slabmalloc`), as the global allocator.
+//! buddy allocator or TLSF, for comparison), or a plain allocator
+//! (`plain.rs`, the baselines; among them the `slabmalloc` crate's per-CPU
+//! zones, `slabmalloc.rs`), as the global allocator.
 //! `docs/allocator.md` has the design.
 mod backend;
 pub mod check;
@@ -10,18 +11,17 @@ mod exhausted;
 mod global;
 pub mod irq_churn;
 pub mod lock_trace;
+mod plain;
 mod platform;
 mod slabmalloc;
 
-pub use backend::{ALLOCATORS, AllocatorChoice, BackendKind, HeapBackend, HeapKind};
-pub use global::{
-    cpu_ops, drain_local_cpu, free_bytes, heap, init, print_heapstats_record, print_report, stats,
-};
+pub use backend::{ALLOCATORS, AllocatorChoice, AllocatorKind, BackendKind, HeapBackend};
+pub use global::{drain_local_cpu, heap, init, print_heapstats_record, print_report, stats, usage};
 pub use irq_churn::IrqChurnCpu;
+pub use plain::PlainKind;
 pub use platform::{KernelPlatform, on_reclaim_ipi};
 pub use slab_core::{
-    Checking, Counters, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE,
-    SizeClass,
+    Checking, FaultKind, HeapFault, HeapStats, Mode, POISON_BYTE, RED_ZONE_BYTE, SizeClass,
 };
 
 /// The kernel's heap type.

@@ -23,13 +23,13 @@
 //! the CPU) that allocated it and touches no zone's page lists. The owner
 //! sees a slot freed in one of its full pages only at its next rebalance.
 use core::{
-    alloc::Layout,
+    alloc::{GlobalAlloc, Layout},
     cell::UnsafeCell,
     ptr::{self, NonNull},
-    sync::atomic::{AtomicBool, AtomicU64, Ordering, fence},
+    sync::atomic::{Ordering, fence},
 };
 
-use slab_core::{HeapStats, HeapUsage};
+use slab_core::HeapUsage;
 use slabmalloc::{AllocationError, Allocator, LargeObjectPage, ObjectPage, ZoneAllocator};
 
 use crate::{
@@ -52,16 +52,6 @@ pub fn default_heap_bytes(cpus: usize, free_memory_bytes: u64) -> u64 {
     const BASE_BYTES: u64 = 16 << 20;
     const PER_CPU_BYTES: u64 = 18 << 20;
     (BASE_BYTES + PER_CPU_BYTES * cpus as u64).min(free_memory_bytes / 4 * 3)
-}
-
-/// Whether `alloc=slabmalloc` serves the global allocator (set once at
-/// boot, before the first allocation through it).
-static ACTIVE: AtomicBool = AtomicBool::new(false);
-
-/// Whether slabmalloc is the kernel's allocator.
-#[inline(always)]
-pub fn is_active() -> bool {
-    ACTIVE.load(Ordering::Relaxed)
 }
 
 /// Where every page and every block above 128 KiB comes from.
@@ -163,55 +153,52 @@ fn large_page_layout() -> Layout {
     Layout::from_size_align(LARGE_PAGE_BYTES, LARGE_PAGE_BYTES).expect("an aligned 2 MiB page")
 }
 
-/// Hands slabmalloc the heap region `start..start + bytes` and makes it the
-/// kernel's allocator.
+/// Hands slabmalloc the heap region `start..start + bytes`.
 ///
 /// # Safety
 /// The range is mapped, writable and used by nothing else for ever; no
 /// allocation has gone through slabmalloc yet.
 pub unsafe fn init(start: *mut u8, bytes: usize) {
-    let mut source = PAGE_SOURCE.lock();
     // SAFETY: forwarded from the caller.
-    unsafe { source.heap.init(start, bytes) };
-    drop(source);
-    ACTIVE.store(true, Ordering::Release);
+    unsafe { PAGE_SOURCE.lock().heap.init(start, bytes) };
 }
 
-/// One CPU's zone and counters, on its own cache lines.
-#[repr(align(64))]
-struct CpuZone {
-    zone: UnsafeCell<ZoneAllocator<'static>>,
-    /// Zone allocations plus frees on this CPU (written by it only, with
-    /// interrupts masked: load + store, no read-modify-write).
-    small_ops: AtomicU64,
-    /// Allocations plus frees above 128 KiB on this CPU.
-    large_ops: AtomicU64,
-}
+/// slabmalloc as a `GlobalAlloc` (what `plain.rs` dispatches to).
+pub struct SlabMalloc;
 
-// SAFETY: `zone` is only reached through `with_local_zone`, which hands it
-// to the CPU it belongs to alone, with interrupts masked (see there); the
-// counters are atomics.
-unsafe impl Sync for CpuZone {}
+// SAFETY: `alloc` returns null or a block of the layout's size and
+// alignment (a zone slot of a class at least `max(size, align)` in an
+// aligned page, or a linked-list block) that overlaps no live block;
+// `dealloc` and `realloc` route by the layout exactly as `alloc` did.
+unsafe impl GlobalAlloc for SlabMalloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc(layout)
+    }
 
-impl CpuZone {
-    const fn new() -> Self {
-        Self {
-            zone: UnsafeCell::new(ZoneAllocator::new()),
-            small_ops: AtomicU64::new(0),
-            large_ops: AtomicU64::new(0),
-        }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        unsafe { realloc(ptr, layout, new_size) }
     }
 }
 
-static ZONES: [CpuZone; MAX_CPUS] = [const { CpuZone::new() }; MAX_CPUS];
+/// One CPU's zone, on its own cache lines.
+#[repr(align(64))]
+struct CpuZone(UnsafeCell<ZoneAllocator<'static>>);
 
-/// Adds one to a counter only this CPU writes, with interrupts masked.
-fn count(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-}
+// SAFETY: the zone is only reached through `with_local_zone`, which hands
+// it to the CPU it belongs to alone, with interrupts masked (see there).
+unsafe impl Sync for CpuZone {}
+
+static ZONES: [CpuZone; MAX_CPUS] =
+    [const { CpuZone(UnsafeCell::new(ZoneAllocator::new())) }; MAX_CPUS];
 
 /// Runs `f` on the running CPU's zone with local interrupts masked.
-fn with_local_zone<R>(f: impl FnOnce(&mut ZoneAllocator<'static>, &CpuZone) -> R) -> R {
+fn with_local_zone<R>(f: impl FnOnce(&mut ZoneAllocator<'static>) -> R) -> R {
     let _irqs_masked = IrqGuard::new();
     let cpu = &ZONES[smp::current_cpu_index()];
     // SAFETY: the only `&mut` to this zone while it lives:
@@ -224,8 +211,8 @@ fn with_local_zone<R>(f: impl FnOnce(&mut ZoneAllocator<'static>, &CpuZone) -> R
     //    allocates), and the kernel never preempts or migrates code.
     // 3. `f` never calls `with_local_zone` again (nothing below allocates
     //    through the global allocator).
-    let zone = unsafe { &mut *cpu.zone.get() };
-    f(zone, cpu)
+    let zone = unsafe { &mut *cpu.0.get() };
+    f(zone)
 }
 
 /// The layout slabmalloc routes by: size at least the alignment, so the
@@ -242,13 +229,12 @@ fn in_zone(class: Layout) -> bool {
 }
 
 /// Allocates `layout`; null when the heap has no page left for it.
-pub fn alloc(layout: Layout) -> *mut u8 {
+fn alloc(layout: Layout) -> *mut u8 {
     let class = class_layout(layout);
     if !in_zone(class) {
         return alloc_large(layout);
     }
-    let block = with_local_zone(|zone, cpu| {
-        count(&cpu.small_ops);
+    let block = with_local_zone(|zone| {
         loop {
             match zone.allocate(class) {
                 Ok(block) => return block.as_ptr(),
@@ -313,8 +299,7 @@ fn reclaim_empty_pages(zone: &mut ZoneAllocator<'static>) {
 }
 
 fn alloc_large(layout: Layout) -> *mut u8 {
-    with_local_zone(|zone, cpu| {
-        count(&cpu.large_ops);
+    with_local_zone(|zone| {
         // The first guard must be gone before the reclaim takes the lock.
         let first_try = PAGE_SOURCE.lock().block(layout);
         let block = first_try.or_else(|| {
@@ -330,11 +315,10 @@ fn alloc_large(layout: Layout) -> *mut u8 {
 /// # Safety
 /// `block` came from [`alloc`] (or [`realloc`]) with `layout` and is freed
 /// once.
-pub unsafe fn dealloc(block: *mut u8, layout: Layout) {
+unsafe fn dealloc(block: *mut u8, layout: Layout) {
     let block = NonNull::new(block).expect("the global allocator never frees null");
     let class = class_layout(layout);
     if !in_zone(class) {
-        with_local_zone(|_, cpu| count(&cpu.large_ops));
         // SAFETY: forwarded: a block of `layout` from `alloc_large`.
         unsafe { PAGE_SOURCE.lock().free_block(block, layout) };
         return;
@@ -342,8 +326,7 @@ pub unsafe fn dealloc(block: *mut u8, layout: Layout) {
     // Our writes to the object happen before its next owner's (the
     // allocating CPU's zone may hand the slot out again at once).
     fence(Ordering::Release);
-    with_local_zone(|zone, cpu| {
-        count(&cpu.small_ops);
+    with_local_zone(|zone| {
         zone.deallocate(block, class).expect("the class of a live block takes it back");
     });
 }
@@ -354,7 +337,7 @@ pub unsafe fn dealloc(block: *mut u8, layout: Layout) {
 /// # Safety
 /// As `GlobalAlloc::realloc`: `block` came from [`alloc`] with `layout`,
 /// `new_size` is non-zero and fits `isize` when aligned.
-pub unsafe fn realloc(block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+unsafe fn realloc(block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
     let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
         return ptr::null_mut();
     };
@@ -379,7 +362,7 @@ pub unsafe fn realloc(block: *mut u8, layout: Layout, new_size: usize) -> *mut u
 /// source's free bytes count every page with no live object (the heap
 /// books `drained_free_bytes` checks).
 pub fn drain_local_cpu() {
-    with_local_zone(|zone, _| reclaim_empty_pages(zone));
+    with_local_zone(reclaim_empty_pages);
 }
 
 /// The page source's usage: `used_bytes` is pages held by zones plus
@@ -392,38 +375,4 @@ pub fn usage() -> HeapUsage {
         peak_bytes: source.peak_used_bytes,
         slabs: 0,
     }
-}
-
-/// This CPU's allocations plus frees so far (zone and large).
-pub fn cpu_ops(cpu: usize) -> u64 {
-    ZONES.get(cpu).map_or(0, |zone| {
-        zone.small_ops.load(Ordering::Relaxed) + zone.large_ops.load(Ordering::Relaxed)
-    })
-}
-
-/// Prints the page source's usage and each CPU's operations.
-pub fn print_report() {
-    let usage = usage();
-    crate::println!(
-        "heap: alloc=slabmalloc, used {} B, free {} B, peak {} B (pages in zones and blocks above 128 KiB)",
-        usage.used_bytes,
-        usage.free_bytes,
-        usage.peak_bytes
-    );
-    crate::println!("{:>5} {:>12} {:>10}", "cpu", "zone_ops", "large_ops");
-    for (cpu, zone) in ZONES[..smp::online_cpus()].iter().enumerate() {
-        crate::println!(
-            "{cpu:>5} {:>12} {:>10}",
-            zone.small_ops.load(Ordering::Relaxed),
-            zone.large_ops.load(Ordering::Relaxed)
-        );
-    }
-}
-
-/// The statistics slabmalloc has: usage and operation counts per CPU.
-pub fn stats(allocator: &'static str) -> HeapStats {
-    let per_cpu = ZONES[..smp::online_cpus()].iter().map(|zone| {
-        (zone.small_ops.load(Ordering::Relaxed), zone.large_ops.load(Ordering::Relaxed))
-    });
-    HeapStats::ops_and_usage(allocator, usage(), per_cpu)
 }
