@@ -6,7 +6,8 @@
 //! both modes: `cargo test --test irq_alloc -- --smp 4` (slab) and
 //! `cargo test --test irq_alloc -- --smp 4 alloc=locked`. With a plain
 //! allocator (`alloc=lockedheap`, ...) the allocating test is ignored
-//! (`Needs::InterruptSafeHeap`).
+//! (`Needs::InterruptSafeHeap`), except `alloc=slabmalloc`, which masks
+//! interrupts and runs it.
 #![no_std]
 #![no_main]
 #![feature(custom_test_frameworks)]
