@@ -131,9 +131,10 @@ unsafe impl GlobalAlloc for LockedTlsf {
     }
 }
 
-/// The chosen plain allocator, if any. Checked on every heap call, so it
-/// is one byte load and compare; every other function here is `#[cold]`,
-/// kept out of the slab heap's fast paths.
+/// Whether a plain allocator was chosen at boot. Checked on every heap
+/// call, so it is one byte compare (`cmpb`, then a branch the slab heap
+/// never takes); every other function here is `#[cold]`, kept out of the
+/// slab heap's fast paths.
 #[inline(always)]
 pub fn is_active() -> bool {
     ACTIVE.get() != NONE
