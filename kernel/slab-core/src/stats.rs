@@ -27,7 +27,11 @@ pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     pub(crate) const fn new() -> Self {
-        Self(AtomicU64::new(0))
+        Self::starting_at(0)
+    }
+
+    pub(crate) const fn starting_at(value: u64) -> Self {
+        Self(AtomicU64::new(value))
     }
 
     #[inline]
@@ -40,6 +44,22 @@ impl Counter {
         if value > self.0.load(Relaxed) {
             self.0.store(value, Relaxed);
         }
+    }
+
+    /// The value, read by its writer: a plain load, which the compiler may
+    /// fold into the instruction that uses it (an atomic load it keeps
+    /// apart).
+    ///
+    /// # Safety
+    /// Only code that may write the counter (see above) may call this, or
+    /// code reading a counter nobody ever writes: then no write can race
+    /// with the plain read (other CPUs only read, and reads never race).
+    #[inline(always)]
+    pub(crate) unsafe fn get_as_writer(&self) -> u64 {
+        // SAFETY: by the caller's promise, no write to the counter can
+        // happen during this read; the pointer is the atomic's own, valid
+        // and aligned.
+        unsafe { self.0.as_ptr().read() }
     }
 
     pub(crate) fn get(&self) -> u64 {
