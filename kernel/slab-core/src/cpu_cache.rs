@@ -36,7 +36,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 
 use crate::magazine::Magazine;
 use crate::platform::{CpuWords, MAX_CPUS, Platform};
-use crate::size_class::{NUM_CLASSES, SizeClass};
+use crate::size_class::{MAX_MAGAZINE_CAPACITY, NUM_CLASSES, SizeClass};
 use crate::slab::SlabRef;
 use crate::stats::{ClassStats, Counter, CpuCounters, CpuStats};
 
@@ -69,7 +69,7 @@ const FREE_STEP: u64 = ONE_OP + 1;
 /// The spare slot's loaded length: more than any magazine holds, so a free
 /// fast path on it fails before it looks at the object.
 const SPARE_LEN: u64 = LEN_MASK;
-const _: () = assert!(crate::size_class::MAX_MAGAZINE_CAPACITY < SPARE_LEN as usize);
+const _: () = assert!(MAX_MAGAZINE_CAPACITY < SPARE_LEN as usize);
 
 /// What a free left to do.
 #[derive(Debug)]
@@ -127,6 +127,21 @@ impl ClassSlot {
         // SAFETY: the slot's one user is the only writer of `ops_and_len`
         // (and nobody writes the spare's).
         (unsafe { self.ops_and_len.get_as_writer() } & LEN_MASK) as usize
+    }
+
+    /// Whether the loaded magazine holds fewer than a full magazine of
+    /// `class`: one compare of the length's byte with a constant (a wider
+    /// compare, LLVM turned into a mask and compare for capacities that are
+    /// not powers of two).
+    ///
+    /// # Safety
+    /// As [`Self::loaded_len`].
+    #[inline(always)]
+    unsafe fn loaded_has_room(&self, class: SizeClass) -> bool {
+        const _: () = assert!(LEN_BITS == u8::BITS && MAX_MAGAZINE_CAPACITY <= u8::MAX as usize);
+        // SAFETY: as in `loaded_len`.
+        let len = unsafe { self.ops_and_len.get_as_writer() } as u8;
+        len < class.magazine_capacity() as u8
     }
 
     /// Pops the loaded magazine's top object, counted.
@@ -443,7 +458,7 @@ impl<'h, P: Platform> Claim<'h, P> {
         // On the spare (slot busy, locked mode, checking) this fails first,
         // before anything assumes the heap is in slab mode.
         // SAFETY: a claim is its slot's one user, or holds the spare.
-        if unsafe { class_slot.loaded_len() } >= class.magazine_capacity() {
+        if !unsafe { class_slot.loaded_has_room(class) } {
             return false;
         }
         // SAFETY: the claim holds its own slot, so the heap is in slab mode
