@@ -18,7 +18,8 @@ use crate::size_class::{NUM_CLASSES, SizeClass};
 ///
 /// Which code writes a counter decides why writers cannot interleave:
 /// - "slot user" counters are written only by the CPU slot's one user
-///   (`cpu_cache::SlotUser`); an interrupt handler cannot become a user
+///   (a `cpu_cache::Claim` of the CPU's own slot, or the `SlotUser` made of
+///   one); an interrupt handler cannot become a user
 ///   while the interrupted code is one;
 /// - "masked" counters are written only with interrupts masked on the CPU,
 ///   so no handler runs in between (handlers run masked too).
@@ -67,8 +68,8 @@ impl Counter {
     }
 }
 
-/// One CPU's slow-path counters for one size class (the fast path's two,
-/// allocations and frees through the cache, sit beside the cache itself in
+/// One CPU's slow-path counters for one size class (the fast path's word of
+/// operations and loaded length, `ops_and_len`, sits beside the cache in
 /// `cpu_cache::ClassSlot`).
 #[derive(Debug)]
 pub(crate) struct ClassCounters {
