@@ -1,27 +1,75 @@
-//! The per-CPU slot (this CPU's magazines for every size class and its
-//! counters, on its own cache lines) and the fast-path state machine of one
-//! class's cache: Bonwick's loaded/previous magazine pair for the CPU's own
-//! objects, plus an outbox batching frees of other CPUs' objects.
+//! The per-CPU slots (each CPU's magazines for every size class and its
+//! counters, on their own cache lines), how code claims the running CPU's
+//! slot, and the state machine of one class's cache: Bonwick's
+//! loaded/previous magazine pair for the CPU's own objects, plus an outbox
+//! batching frees of other CPUs' objects.
 //!
 //! A slot's magazines are plain memory. What makes using them without a
-//! lock or masked interrupts sound is the slot's `state` byte: whoever
-//! wants the magazines moves it from `OPEN` to `BUSY` ([`CpuSlot::try_use`])
-//! and back when done ([`SlotUser`]'s drop). Only code running on the
-//! slot's own CPU ever does that (the `Platform` contract), and on one CPU
-//! the only code that can run in the middle of another is an interrupt
+//! lock or masked interrupts sound is the running CPU's *slot word*
+//! (`Platform::take_this_cpu_word`, in the kernel a `mov` from GS): the byte
+//! offset of the CPU's own slot in the heap's slot array while nobody uses
+//! it, or [`BUSY_CPU_WORD`], the offset of the *spare* slot, while somebody
+//! does. Claiming the slot ([`Claim::new`]) is two plain accesses: read the
+//! word, write `BUSY_CPU_WORD`; letting go writes the word back. Only code
+//! running on the CPU touches its word (the `Platform` contract), and on one
+//! CPU the only code that can run in the middle of another is an interrupt
 //! handler, which returns before the interrupted code goes on. So a handler
-//! either finds the slot `OPEN` and completes its whole use of it before the
-//! interrupted code looks again, or finds it `BUSY` and keeps out (it takes
-//! the global-lock path instead). No two users overlap, without a `cli` or
-//! an atomic read-modify-write on the fast path.
+//! either reads the CPU's own offset and completes its whole use of the slot
+//! (restoring the word) before the interrupted code goes on, or reads
+//! `BUSY_CPU_WORD` and gets the spare slot, whose magazines are empty and
+//! "full" at once and never change: its fast paths fail without writing
+//! and it takes the global-lock path instead. No two users overlap, without
+//! a `cli`, an atomic read-modify-write or even a test of the word on the
+//! fast path. Locked mode and heap checking leave every word at
+//! `BUSY_CPU_WORD` for good.
+//!
+//! Each class keeps its fast-path figures in one word, `ops_and_len`: the
+//! operations through the cache (allocations plus frees) above
+//! [`LEN_BITS`], the loaded magazine's length below, so an allocation or a
+//! free is one `add`. Allocations and frees apart are derived: their
+//! difference is the loaded length less `len_adjust`, the slow paths' own
+//! changes to that length.
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering, compiler_fence};
+use core::sync::atomic::{Ordering, compiler_fence};
 
 use crate::magazine::Magazine;
-use crate::size_class::{NUM_CLASSES, SizeClass};
+use crate::platform::{CpuWords, MAX_CPUS, Platform};
+use crate::size_class::{MAX_MAGAZINE_CAPACITY, NUM_CLASSES, SizeClass};
+use crate::slab::SlabRef;
 use crate::stats::{ClassStats, Counter, CpuCounters, CpuStats};
+
+/// The slot word of CPU `cpu` while nobody uses its slot: the slot's byte
+/// offset in the heap's slot array. Platforms that keep the words
+/// themselves (the kernel, in its per-CPU blocks) start CPU `cpu`'s word
+/// at this value.
+pub const fn initial_cpu_word(cpu: usize) -> usize {
+    cpu * size_of::<CpuSlot>()
+}
+
+/// The slot word while the slot is in use, or closed (locked mode, heap
+/// checking): the offset of the spare slot after the `MAX_CPUS` real ones.
+pub const BUSY_CPU_WORD: usize = initial_cpu_word(MAX_CPUS);
+
+/// The heap's slots: one per CPU, then the spare.
+pub(crate) type CpuSlots = [CpuSlot; MAX_CPUS + 1];
+
+/// `ops_and_len`: the loaded magazine's length takes the bits below this.
+pub(crate) const LEN_BITS: u32 = 8;
+/// `ops_and_len`'s length part.
+const LEN_MASK: u64 = (1 << LEN_BITS) - 1;
+/// `ops_and_len` plus one operation.
+const ONE_OP: u64 = 1 << LEN_BITS;
+/// An allocation from the loaded magazine: one operation more, one object
+/// less (the length is at least 1, so the carry makes it one `add`).
+const ALLOC_STEP: u64 = ONE_OP - 1;
+/// A free into the loaded magazine: one operation more, one object more.
+const FREE_STEP: u64 = ONE_OP + 1;
+/// The spare slot's loaded length: more than any magazine holds, so a free
+/// fast path on it fails before it looks at the object.
+const SPARE_LEN: u64 = LEN_MASK;
+const _: () = assert!(MAX_MAGAZINE_CAPACITY < SPARE_LEN as usize);
 
 /// What a free left to do.
 #[derive(Debug)]
@@ -34,46 +82,177 @@ pub(crate) enum FreeOutcome {
     Flush(Magazine),
 }
 
-/// One CPU's cache of one size class.
-///
-/// `loaded` serves allocations and takes frees; `previous` is always either
-/// empty or full (Bonwick's invariant), so after any refill or flush at
-/// least a magazine's worth of operations pass before the next one.
-/// `outbox` collects objects owned by other CPUs until a batch is full.
+/// The magazines of a class cache besides the loaded one.
 #[derive(Debug)]
-pub(crate) struct ClassCache {
-    pub(crate) loaded: Magazine,
+struct Spares {
+    /// Always empty or full (Bonwick's invariant).
     previous: Magazine,
+    /// Other CPUs' objects, until a batch is full.
     outbox: Magazine,
 }
 
-impl ClassCache {
-    const fn new() -> Self {
-        Self { loaded: Magazine::new(), previous: Magazine::new(), outbox: Magazine::new() }
+/// One CPU's cache of one size class with its fast-path figures, one cache
+/// line in all. The loaded magazine is kept apart as its top object and,
+/// in `ops_and_len`, its length.
+#[repr(C, align(64))]
+pub(crate) struct ClassSlot {
+    /// The loaded magazine's top object (slot user only).
+    loaded_head: UnsafeCell<Option<NonNull<u8>>>,
+    /// Operations through the cache `<< LEN_BITS`, plus the loaded
+    /// magazine's length: written by the slot's user only, read by anyone.
+    ops_and_len: Counter,
+    spares: UnsafeCell<Spares>,
+    /// What the slow paths added to the loaded length outside a counted
+    /// allocation or free, less the frees into the outbox (which count
+    /// without changing it), wrapping: written by the slot's user only.
+    len_adjust: Counter,
+}
+
+impl ClassSlot {
+    const fn new(loaded_len: u64) -> Self {
+        Self {
+            loaded_head: UnsafeCell::new(None),
+            ops_and_len: Counter::starting_at(loaded_len),
+            spares: UnsafeCell::new(Spares { previous: Magazine::new(), outbox: Magazine::new() }),
+            len_adjust: Counter::new(),
+        }
     }
 
-    /// An object from the cache, swapping in the previous magazine if it is
-    /// full and the loaded one empty; `None` means a refill is needed.
+    /// The loaded magazine's length.
+    ///
+    /// # Safety
+    /// The caller is the slot's one user, or the slot is the spare.
+    #[inline(always)]
+    unsafe fn loaded_len(&self) -> usize {
+        // SAFETY: the slot's one user is the only writer of `ops_and_len`
+        // (and nobody writes the spare's).
+        (unsafe { self.ops_and_len.get_as_writer() } & LEN_MASK) as usize
+    }
+
+    /// Whether the loaded magazine holds fewer than a full magazine of
+    /// `class`: one compare of the length's byte with a constant (a wider
+    /// compare, LLVM turned into a mask and compare for capacities that are
+    /// not powers of two).
+    ///
+    /// # Safety
+    /// As [`Self::loaded_len`].
+    #[inline(always)]
+    unsafe fn loaded_has_room(&self, class: SizeClass) -> bool {
+        const _: () = assert!(LEN_BITS == u8::BITS && MAX_MAGAZINE_CAPACITY <= u8::MAX as usize);
+        // SAFETY: as in `loaded_len`.
+        let len = unsafe { self.ops_and_len.get_as_writer() } as u8;
+        len < class.magazine_capacity() as u8
+    }
+
+    /// Pops the loaded magazine's top object, counted.
+    ///
+    /// # Safety
+    /// The caller is the slot's one user, or the slot is the spare (whose
+    /// loaded magazine is empty, so nothing is written).
+    #[inline(always)]
+    unsafe fn pop_loaded(&self) -> Option<NonNull<u8>> {
+        // SAFETY: by the caller's promise nobody else writes the head now.
+        let object = unsafe { *self.loaded_head.get() }?;
+        // SAFETY: `object` is in the loaded magazine, whose objects were
+        // pushed by `push_loaded` (or a `Magazine`'s `push`) with their
+        // first word the link, untouched since.
+        let next = unsafe { object.cast::<Option<NonNull<u8>>>().read() };
+        // SAFETY: as above: the one user (the spare never gets here).
+        unsafe { *self.loaded_head.get() = next };
+        self.ops_and_len.add(ALLOC_STEP);
+        Some(object)
+    }
+
+    /// Pushes a free object onto the loaded magazine, counted.
+    ///
+    /// # Safety
+    /// The caller is the slot's one user (not the spare), and `object` is a
+    /// free object of the slot's class, owned by the CPU, handed over.
+    #[inline(always)]
+    unsafe fn push_loaded(&self, object: NonNull<u8>) {
+        // SAFETY: the one user, so nobody else touches the head; the
+        // object is free and ours, aligned and big enough for the link.
+        unsafe {
+            object.cast::<Option<NonNull<u8>>>().write(*self.loaded_head.get());
+            *self.loaded_head.get() = Some(object);
+        }
+        self.ops_and_len.add(FREE_STEP);
+    }
+
+    /// Allocations and frees through the cache so far (exact while the slot
+    /// is unused; read while its CPU runs, approximately consistent).
+    fn cache_ops(&self) -> (u64, u64) {
+        let word = self.ops_and_len.get();
+        let ops = i128::from(word >> LEN_BITS);
+        // frees - allocs = loaded length - len_adjust (an i64 wrapped).
+        let difference = i128::from((word & LEN_MASK).wrapping_sub(self.len_adjust.get()) as i64);
+        let allocs = ((ops - difference) / 2).clamp(0, ops);
+        (allocs as u64, (ops - allocs) as u64)
+    }
+}
+
+/// One CPU's cache of one size class, used by the slot's one user.
+pub(crate) struct ClassCache<'a> {
+    slot: &'a ClassSlot,
+}
+
+impl ClassCache<'_> {
+    fn spares(&mut self) -> &mut Spares {
+        // SAFETY: a `ClassCache` exists only for the slot's one user (made
+        // by `SlotUser::cache` from `&mut`), and `&mut self` makes this the
+        // only reference to the spares now.
+        unsafe { &mut *self.slot.spares.get() }
+    }
+
+    /// Takes the loaded magazine out, leaving it empty.
+    fn take_loaded(&mut self) -> Magazine {
+        // SAFETY: the slot's one user (see `spares`).
+        let len = unsafe { self.slot.loaded_len() };
+        // SAFETY: as above.
+        let head = unsafe { (*self.slot.loaded_head.get()).take() };
+        self.slot.ops_and_len.add((len as u64).wrapping_neg());
+        self.slot.len_adjust.add((len as u64).wrapping_neg());
+        // SAFETY: the loaded magazine's parts, kept as `push_loaded` and
+        // `pop_loaded` keep them.
+        unsafe { Magazine::from_parts(head, len) }
+    }
+
+    /// Makes `magazine` the loaded one, which must be empty.
+    pub(crate) fn load(&mut self, magazine: Magazine) {
+        // SAFETY: the slot's one user (see `spares`).
+        debug_assert_eq!(unsafe { self.slot.loaded_len() }, 0);
+        let (head, len) = magazine.into_parts();
+        // SAFETY: the slot's one user (see `spares`).
+        unsafe { *self.slot.loaded_head.get() = head };
+        self.slot.ops_and_len.add(len as u64);
+        self.slot.len_adjust.add(len as u64);
+    }
+
+    /// Swaps the loaded and the previous magazine.
+    fn swap_loaded_and_previous(&mut self) {
+        let loaded = self.take_loaded();
+        let previous = core::mem::replace(&mut self.spares().previous, loaded);
+        self.load(previous);
+    }
+
+    /// An object from the cache, counted, swapping in the previous magazine
+    /// if it is full and the loaded one empty; `None` means a refill is
+    /// needed (both are empty then: [`Self::load`] the refill).
     #[inline]
     pub(crate) fn pop(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
-        if let Some(object) = self.loaded.pop() {
+        // SAFETY: the slot's one user (see `spares`).
+        if let Some(object) = unsafe { self.slot.pop_loaded() } {
             return Some(object);
         }
-        if self.previous.len() == class.magazine_capacity() {
-            core::mem::swap(&mut self.loaded, &mut self.previous);
-            return self.loaded.pop();
+        if self.spares().previous.len() == class.magazine_capacity() {
+            self.swap_loaded_and_previous();
+            // SAFETY: as above.
+            return unsafe { self.slot.pop_loaded() };
         }
         None
     }
 
-    /// The magazine a refill fills: the loaded one, which (like `previous`)
-    /// is empty whenever [`Self::pop`] returned `None`.
-    pub(crate) fn magazine_to_refill(&mut self) -> &mut Magazine {
-        debug_assert!(self.loaded.is_empty() && self.previous.is_empty());
-        &mut self.loaded
-    }
-
-    /// Caches a freed object this CPU owns.
+    /// Caches a freed object this CPU owns, counted.
     ///
     /// # Safety
     /// `object` must be a free object of `class` owned by this CPU's slabs,
@@ -85,24 +264,26 @@ impl ClassCache {
         object: NonNull<u8>,
     ) -> FreeOutcome {
         let capacity = class.magazine_capacity();
-        let outcome = if self.loaded.len() < capacity {
+        // SAFETY: the slot's one user (see `spares`).
+        let outcome = if unsafe { self.slot.loaded_len() } < capacity {
             FreeOutcome::Cached
-        } else if self.previous.is_empty() {
-            core::mem::swap(&mut self.loaded, &mut self.previous);
+        } else if self.spares().previous.is_empty() {
+            self.swap_loaded_and_previous();
             FreeOutcome::Cached
         } else {
             // Both full: the previous one goes back to the slabs, the loaded
             // one becomes previous, and the object starts an empty one.
-            let full = self.previous.take();
-            self.previous = self.loaded.take();
+            let full = self.spares().previous.take();
+            self.spares().previous = self.take_loaded();
             FreeOutcome::Flush(full)
         };
-        // SAFETY: forwarded from the caller.
-        unsafe { self.loaded.push(object) };
+        // SAFETY: the slot's one user; the object is forwarded from the
+        // caller.
+        unsafe { self.slot.push_loaded(object) };
         outcome
     }
 
-    /// Queues a freed object owned by another CPU in the outbox.
+    /// Queues a freed object owned by another CPU in the outbox, counted.
     ///
     /// # Safety
     /// As [`Self::free_local`], for an object of another CPU's slab.
@@ -112,85 +293,73 @@ impl ClassCache {
         class: SizeClass,
         object: NonNull<u8>,
     ) -> FreeOutcome {
-        let outcome = if self.outbox.len() == class.magazine_capacity() {
-            FreeOutcome::Flush(self.outbox.take())
+        let outbox = &mut self.spares().outbox;
+        let outcome = if outbox.len() == class.magazine_capacity() {
+            FreeOutcome::Flush(outbox.take())
         } else {
             FreeOutcome::Cached
         };
         // SAFETY: forwarded from the caller.
-        unsafe { self.outbox.push(object) };
+        unsafe { outbox.push(object) };
+        // A free through the cache that leaves the loaded length alone.
+        self.slot.ops_and_len.add(ONE_OP);
+        self.slot.len_adjust.add(1u64.wrapping_neg());
         outcome
     }
 
     /// Objects cached now (all three magazines).
     #[inline]
-    pub(crate) fn cached_objects(&self) -> usize {
-        self.loaded.len() + self.previous.len() + self.outbox.len()
+    pub(crate) fn cached_objects(&mut self) -> usize {
+        let spares = self.spares();
+        let spare_objects = spares.previous.len() + spares.outbox.len();
+        // SAFETY: the slot's one user (see `spares`).
+        spare_objects + unsafe { self.slot.loaded_len() }
     }
 
     /// Empties the cache, returning its magazines.
     pub(crate) fn take_all(&mut self) -> [Magazine; 3] {
-        [self.loaded.take(), self.previous.take(), self.outbox.take()]
+        let loaded = self.take_loaded();
+        let spares = self.spares();
+        [loaded, spares.previous.take(), spares.outbox.take()]
     }
 }
-
-/// One CPU's cache of one size class, with the two counters its fast path
-/// bumps beside it (one cache line in all).
-#[repr(C, align(64))]
-pub(crate) struct ClassSlot {
-    cache: UnsafeCell<ClassCache>,
-    /// Allocations served from the cache (fast path or after a refill):
-    /// written by the slot's user only, read by anyone.
-    cache_allocs: Counter,
-    /// Frees taken into the cache (own objects, or another CPU's into the
-    /// outbox): written by the slot's user only, read by anyone.
-    cache_frees: Counter,
-}
-
-impl ClassSlot {
-    const fn new() -> Self {
-        Self {
-            cache: UnsafeCell::new(ClassCache::new()),
-            cache_allocs: Counter::new(),
-            cache_frees: Counter::new(),
-        }
-    }
-}
-
-/// `CpuSlot::state`: nobody is using the magazines.
-const OPEN: u8 = 0;
-/// `CpuSlot::state`: code on this CPU is using the magazines (an interrupt
-/// handler that finds this keeps out).
-const BUSY: u8 = 1;
-/// `CpuSlot::state`: the heap is in locked mode; the magazines stay empty.
-const CLOSED: u8 = 2;
 
 /// One CPU's slot in the heap: its caches (only code on that CPU touches
 /// them, one user at a time) and its counters (only it writes them).
 /// Aligned to a cache line so neighbours never share one.
 #[repr(C, align(64))]
 pub(crate) struct CpuSlot {
-    /// `OPEN`, `BUSY` or `CLOSED`: see the module documentation.
-    state: AtomicU8,
     classes: [ClassSlot; NUM_CLASSES],
     counters: CpuCounters,
 }
 
-// SAFETY: the magazines, the only part that is not `Sync`, are reached only
-// through a `SlotUser`, of which at most one exists per slot at a time (see
-// `try_use`); everything else is atomics.
+// SAFETY: the magazines, the only part that is not `Sync`, are written only
+// by the slot's one user (see `Claim`), of which there is at most one per
+// slot at a time; the spare's are never written; everything else is
+// atomics.
 unsafe impl Sync for CpuSlot {}
 // SAFETY: the magazines hold pointers to free objects the heap owns;
 // moving the slot (with its heap) moves that ownership along.
 unsafe impl Send for CpuSlot {}
 
 impl CpuSlot {
-    pub(crate) const fn new() -> Self {
+    const fn new() -> Self {
+        Self { classes: [const { ClassSlot::new(0) }; NUM_CLASSES], counters: CpuCounters::new() }
+    }
+
+    /// The spare: every loaded magazine empty and "full" at once.
+    const fn spare() -> Self {
         Self {
-            state: AtomicU8::new(OPEN),
-            classes: [const { ClassSlot::new() }; NUM_CLASSES],
+            classes: [const { ClassSlot::new(SPARE_LEN) }; NUM_CLASSES],
             counters: CpuCounters::new(),
         }
+    }
+
+    /// Every CPU's slot, then the spare.
+    pub(crate) const fn new_slots() -> CpuSlots {
+        let mut slots = [const { CpuSlot::new() }; MAX_CPUS + 1];
+        slots[MAX_CPUS] = CpuSlot::spare();
+        slots
     }
 
     /// The slow-path counters, for reading by anyone (and writing as their
@@ -198,42 +367,6 @@ impl CpuSlot {
     #[inline]
     pub(crate) fn counters(&self) -> &CpuCounters {
         &self.counters
-    }
-
-    /// Becomes the slot's one user, or `None` if it is in use (an interrupt
-    /// handler running inside a heap operation of the code it interrupted)
-    /// or closed (locked mode).
-    ///
-    /// # Safety
-    /// The caller must run on CPU `cpu`, whose slot this is, and not move to
-    /// another CPU before the result is dropped; every piece of code that
-    /// calls this for the slot must either run on its CPU, or run while no
-    /// code runs on that CPU (a test thread standing for it). Code that
-    /// interrupts the caller must finish before the caller continues.
-    #[inline]
-    pub(crate) unsafe fn try_use(&self, cpu: usize) -> Option<SlotUser<'_>> {
-        // A plain load and store, not a compare-exchange: by the contract
-        // only code on this CPU competes for the slot, and an interrupt
-        // landing between the two restores `OPEN` before we continue.
-        if self.state.load(Ordering::Relaxed) != OPEN {
-            return None;
-        }
-        self.state.store(BUSY, Ordering::Relaxed);
-        // Keep the compiler from moving magazine accesses above the store
-        // (an interrupt handler reads `state` on this CPU).
-        compiler_fence(Ordering::SeqCst);
-        Some(SlotUser { slot: self, cpu })
-    }
-
-    /// Opens or closes the magazines for good (locked mode closes them).
-    /// Only at boot, while no CPU uses the slot.
-    pub(crate) fn set_closed(&self, closed: bool) {
-        self.state.store(if closed { CLOSED } else { OPEN }, Ordering::Relaxed);
-    }
-
-    /// Whether the slot is in use right now (for reports).
-    pub(crate) fn is_busy(&self) -> bool {
-        self.state.load(Ordering::Relaxed) == BUSY
     }
 
     /// The CPU's figures. Other CPUs' counters are read as they are
@@ -244,8 +377,7 @@ impl CpuSlot {
             self.classes.iter().zip(&self.counters.classes).enumerate()
         {
             let class = SizeClass::ALL[i];
-            let cache_allocs = class_slot.cache_allocs.get();
-            let cache_frees = class_slot.cache_frees.get();
+            let (cache_allocs, cache_frees) = class_slot.cache_ops();
             let refills = counters.refills.get();
             let flushes = counters.flushes.get();
             // Objects in = refilled + freed into the cache; out = allocated
@@ -269,86 +401,120 @@ impl CpuSlot {
     }
 }
 
-/// Being the one user of a CPU's slot (state `BUSY`): access to its
-/// magazines. Dropping it opens the slot again.
-pub(crate) struct SlotUser<'h> {
+/// The running CPU's claim on a slot: its own (the word was its offset) or,
+/// if the slot was in use or closed, the spare. The word is `BUSY_CPU_WORD`
+/// until the claim is dropped, which writes back the word it read.
+pub(crate) struct Claim<'h, P: Platform> {
     slot: &'h CpuSlot,
-    cpu: usize,
+    word: usize,
+    platform: &'h P,
+    words: &'h CpuWords,
 }
 
-impl<'h> SlotUser<'h> {
+impl<'h, P: Platform> Claim<'h, P> {
+    /// Claims the running CPU's slot in `slots`.
+    ///
+    /// # Safety
+    /// `slots` and `words` are one heap's, and `platform` keeps that heap's
+    /// words as the `Platform` contract says: each CPU's word is its
+    /// `initial_cpu_word` or `BUSY_CPU_WORD`, read and written only by code on
+    /// that CPU (or while none runs there), every read and write one access
+    /// an interrupt cannot split. The caller stays on this CPU until the
+    /// claim is dropped, and code interrupting it finishes first.
+    #[inline(always)]
+    pub(crate) unsafe fn new(slots: &'h CpuSlots, platform: &'h P, words: &'h CpuWords) -> Self {
+        let word = platform.take_this_cpu_word(words);
+        // Keep the compiler from moving slot accesses above the store (an
+        // interrupt handler reads the word on this CPU).
+        compiler_fence(Ordering::SeqCst);
+        debug_assert!(
+            word <= BUSY_CPU_WORD && word.is_multiple_of(size_of::<CpuSlot>()),
+            "slot word {word}"
+        );
+        // SAFETY: by the contract the word is the offset of one of the
+        // `MAX_CPUS + 1` slots, so the result stays in the array.
+        let slot = unsafe { &*slots.as_ptr().byte_add(word) };
+        Self { slot, word, platform, words }
+    }
+
+    /// The fast path of an allocation: an object from the loaded magazine,
+    /// counted; `None` when it is empty (always on the spare).
+    #[inline(always)]
+    pub(crate) fn pop_loaded(&self, class: SizeClass) -> Option<NonNull<u8>> {
+        // SAFETY: a claim is its slot's one user, or holds the spare, whose
+        // loaded magazine is empty.
+        unsafe { self.slot.classes[class.index()].pop_loaded() }
+    }
+
+    /// The fast path of a free: into the loaded magazine if it has room and
+    /// the object is one of this CPU's, counted. Returns whether it did.
+    ///
+    /// # Safety
+    /// `object` must be a live object the heap handed out for a layout of
+    /// `class` (`SizeClass::for_common_layout`), handed back now.
+    #[inline(always)]
+    pub(crate) unsafe fn push_loaded_if_own(&self, class: SizeClass, object: NonNull<u8>) -> bool {
+        let class_slot = &self.slot.classes[class.index()];
+        // On the spare (slot busy, locked mode, checking) this fails first,
+        // before anything assumes the heap is in slab mode.
+        // SAFETY: a claim is its slot's one user, or holds the spare.
+        if !unsafe { class_slot.loaded_has_room(class) } {
+            return false;
+        }
+        // SAFETY: the claim holds its own slot, so the heap is in slab mode
+        // without checking, which carved the object from a slab of `class`
+        // that is live while the object is outstanding (caller).
+        let owner_word = unsafe { SlabRef::containing(object, class) }.owner_word();
+        if owner_word != self.word {
+            return false;
+        }
+        // SAFETY: the claim is the slot's one user, and the object is one of
+        // this CPU's of `class` (caller; its owner's word is ours).
+        unsafe { class_slot.push_loaded(object) };
+        true
+    }
+
+    /// The slot's one user, unless the claim holds the spare.
+    #[inline]
+    pub(crate) fn into_user(self) -> Option<SlotUser<'h, P>> {
+        (self.word != BUSY_CPU_WORD).then_some(SlotUser { claim: self })
+    }
+}
+
+impl<P: Platform> Drop for Claim<'_, P> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // Every slot access stays before the store that lets an interrupt
+        // handler in.
+        compiler_fence(Ordering::SeqCst);
+        self.platform.set_this_cpu_word(self.words, self.word);
+    }
+}
+
+/// Being the one user of a CPU's slot (its word `BUSY_CPU_WORD` meanwhile):
+/// access to its magazines. Dropping it opens the slot again.
+pub(crate) struct SlotUser<'h, P: Platform> {
+    claim: Claim<'h, P>,
+}
+
+impl<'h, P: Platform> SlotUser<'h, P> {
     /// The CPU whose slot this is.
     #[inline]
     pub(crate) fn cpu(&self) -> usize {
-        self.cpu
+        self.claim.word / size_of::<CpuSlot>()
     }
 
     /// The slow-path counters of this CPU (this user may write those the
     /// counters' documentation gives to the slot's user).
     #[inline]
     pub(crate) fn counters(&self) -> &'h CpuCounters {
-        &self.slot.counters
+        &self.claim.slot.counters
     }
 
     /// The cache of `class`.
     #[inline]
-    pub(crate) fn cache(&mut self, class: SizeClass) -> &mut ClassCache {
-        // SAFETY: this `SlotUser` is the slot's only user (`try_use`), and
-        // `&mut self` makes this the only reference it hands out now.
-        unsafe { &mut *self.slot.classes[class.index()].cache.get() }
-    }
-
-    /// The fast path of an allocation: an object from the loaded magazine,
-    /// counted; `None` when the magazine is empty.
-    #[inline(always)]
-    pub(crate) fn pop_loaded(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
-        let class_slot = &self.slot.classes[class.index()];
-        // SAFETY: this `SlotUser` is the slot's only user (`try_use`), and
-        // `&mut self` makes this the only reference to the cache now.
-        let cache = unsafe { &mut *class_slot.cache.get() };
-        let object = cache.loaded.pop()?;
-        class_slot.cache_allocs.add(1);
-        Some(object)
-    }
-
-    /// The fast path of a free of one of this CPU's objects: into the loaded
-    /// magazine if it has room, counted. Returns whether it did.
-    ///
-    /// # Safety
-    /// `object` must be a free object of `class` carved from this CPU's
-    /// slabs, handed over to the cache.
-    #[inline(always)]
-    pub(crate) unsafe fn push_loaded(&mut self, class: SizeClass, object: NonNull<u8>) -> bool {
-        let class_slot = &self.slot.classes[class.index()];
-        // SAFETY: as in `pop_loaded`.
-        let cache = unsafe { &mut *class_slot.cache.get() };
-        if cache.loaded.len() >= class.magazine_capacity() {
-            return false;
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { cache.loaded.push(object) };
-        class_slot.cache_frees.add(1);
-        true
-    }
-
-    /// Counts an allocation from the cache made by the slow path.
-    pub(crate) fn count_cache_alloc(&self, class: SizeClass) {
-        self.slot.classes[class.index()].cache_allocs.add(1);
-    }
-
-    /// Counts a free into the cache made by the slow path.
-    pub(crate) fn count_cache_free(&self, class: SizeClass) {
-        self.slot.classes[class.index()].cache_frees.add(1);
-    }
-}
-
-impl Drop for SlotUser<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        // Every magazine access stays before the store that lets an
-        // interrupt handler in.
-        compiler_fence(Ordering::SeqCst);
-        self.slot.state.store(OPEN, Ordering::Relaxed);
+    pub(crate) fn cache(&mut self, class: SizeClass) -> ClassCache<'_> {
+        ClassCache { slot: &self.claim.slot.classes[class.index()] }
     }
 }
 
@@ -370,10 +536,12 @@ mod tests {
             let mut pool: Vec<NonNull<u8>> =
                 storage.iter_mut().map(|slot| NonNull::from(slot).cast()).collect();
             let mut live: Vec<NonNull<u8>> = Vec::new();
-            let mut cache = ClassCache::new();
+            let slot = ClassSlot::new(0);
+            let mut cache = ClassCache { slot: &slot };
             let mut ops_since_lock = usize::MAX / 2;
             let mut lock_events = 0;
             let mut ops = 0;
+            let (mut allocs, mut frees) = (0, 0);
             // A deterministic mix: runs of allocations and frees of varying
             // lengths, crossing magazine boundaries back and forth.
             let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -393,16 +561,19 @@ mod tests {
                                 assert!(ops_since_lock >= capacity, "lock after {ops_since_lock}");
                                 ops_since_lock = 0;
                                 lock_events += 1;
-                                let magazine = cache.magazine_to_refill();
+                                let mut magazine = Magazine::new();
                                 while magazine.len() < capacity {
                                     // SAFETY: fresh fake objects, owned here.
                                     unsafe { magazine.push(pool.pop().unwrap()) };
                                 }
+                                cache.load(magazine);
                                 cache.pop(class).unwrap()
                             }
                         };
                         live.push(object);
+                        allocs += 1;
                     } else if let Some(object) = live.pop() {
+                        frees += 1;
                         // SAFETY: a live fake object, handed back.
                         match unsafe { cache.free_local(class, object) } {
                             FreeOutcome::Cached => {}
@@ -417,13 +588,21 @@ mod tests {
                             }
                         }
                     }
-                    assert!(cache.previous.is_empty() || cache.previous.len() == capacity);
-                    assert!(cache.loaded.len() <= capacity);
+                    let previous = cache.spares().previous.len();
+                    assert!(previous == 0 || previous == capacity);
+                    // SAFETY: this test is the slot's one user.
+                    assert!(unsafe { slot.loaded_len() } <= capacity);
                     assert!(cache.cached_objects() <= 2 * capacity);
                 }
             }
             assert!(lock_events * capacity <= ops, "{lock_events} lock events in {ops} ops");
             assert!(lock_events > 0);
+            assert_eq!(
+                slot.cache_ops(),
+                (allocs, frees),
+                "class {} B: allocations and frees derived from the one word",
+                class.size()
+            );
         }
     }
 
@@ -432,7 +611,8 @@ mod tests {
         let class = SizeClass::ALL[3];
         let capacity = class.magazine_capacity();
         let mut storage = std::vec![[0u64; 2]; capacity + 1];
-        let mut cache = ClassCache::new();
+        let class_slot = ClassSlot::new(0);
+        let mut cache = ClassCache { slot: &class_slot };
         for (i, slot) in storage.iter_mut().enumerate() {
             // SAFETY: distinct fake objects, handed over.
             let outcome = unsafe { cache.free_remote(class, NonNull::from(slot).cast()) };
@@ -445,6 +625,7 @@ mod tests {
             }
         }
         assert_eq!(cache.cached_objects(), 1);
+        assert_eq!(class_slot.cache_ops(), (0, capacity as u64 + 1), "outbox frees are frees");
         let [loaded, previous, outbox] = cache.take_all();
         assert_eq!((loaded.len(), previous.len(), outbox.len()), (0, 0, 1));
         assert_eq!(cache.cached_objects(), 0);

@@ -1,7 +1,7 @@
 //! `SlabHeap`: the allocator the kernel makes its `#[global_allocator]`
 //! from. Small requests go through the running CPU's cache: no lock, no
 //! atomic read-modify-write and no interrupt masking on the fast path (the
-//! slot's `BUSY` byte keeps interrupt handlers out, `cpu_cache`); misses
+//! CPU's slot word keeps interrupt handlers out, `cpu_cache`); misses
 //! refill or flush a whole magazine under the global lock; large requests,
 //! and every request in `locked` mode, go to the backend under that lock.
 //! Also: draining, reclaim on out-of-memory, the mode switch, corruption
@@ -16,11 +16,13 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use crate::backend::Backend;
 use crate::central::{Central, HeapUsage, Taken};
 use crate::check::{self, Checking, CheckingLocked, HeapFault, Trailer};
-use crate::cpu_cache::{CpuSlot, FreeOutcome, SlotUser};
+use crate::cpu_cache::{
+    BUSY_CPU_WORD, Claim, CpuSlot, CpuSlots, FreeOutcome, SlotUser, initial_cpu_word,
+};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::magazine::Magazine;
 use crate::mode::{Mode, ModeLocked};
-use crate::platform::{MAX_CPUS, Platform};
+use crate::platform::{CpuWords, MAX_CPUS, Platform};
 use crate::size_class::SizeClass;
 use crate::slab::SlabRef;
 use crate::stats::{CpuCounters, CpuStats, HeapStats, LockCounters};
@@ -42,7 +44,10 @@ pub struct SlabHeap<B, P> {
     /// The CPU holding `central`, or `NO_HOLDER`: written by the holder
     /// only, read by anyone (a hang report names the holder).
     lock_holder: AtomicUsize,
-    cpus: [CpuSlot; MAX_CPUS],
+    /// Every CPU's slot, then the spare (`cpu_cache`).
+    cpus: CpuSlots,
+    /// The CPUs' slot words, unless the platform keeps them itself.
+    words: CpuWords,
 }
 
 /// `lock_holder` when nobody holds the global lock.
@@ -59,7 +64,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 platform,
                 central: SpinLock::new(Central::new(backend)),
                 lock_holder: AtomicUsize::new(NO_HOLDER),
-                cpus: [const { CpuSlot::new() }; MAX_CPUS],
+                cpus: CpuSlot::new_slots(),
+                words: CpuWords::new(),
             }
         }
     }
@@ -116,8 +122,9 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             }
             setting.store(wanted, Relaxed);
             let closed = self.mode() == Mode::Locked || self.checking() == Checking::On;
-            for slot in &self.cpus {
-                slot.set_closed(closed);
+            for cpu in 0..MAX_CPUS {
+                let word = if closed { BUSY_CPU_WORD } else { initial_cpu_word(cpu) };
+                self.platform.set_cpu_word(&self.words, cpu, word);
             }
         }
         Ok(())
@@ -152,15 +159,21 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// byte.
     #[inline]
     pub fn alloc(&self, layout: Layout) -> *mut u8 {
-        // The fast path: a common layout, this CPU's slot free to use, an
-        // object in the loaded magazine. Everything else is `alloc_slow`.
-        if let Some(class) = SizeClass::for_common_layout(layout)
-            && let Some(mut user) = self.use_this_cpu()
-            && let Some(object) = user.pop_loaded(class)
-        {
-            return object.as_ptr();
+        match self.alloc_fast(layout) {
+            Some(object) => object.as_ptr(),
+            None => self.alloc_slow(layout),
         }
-        self.alloc_slow(layout)
+    }
+
+    /// `alloc`'s fast path alone: a common layout, this CPU's slot free to
+    /// use, an object in the loaded magazine; `None` (having changed
+    /// nothing) for everything else, which [`alloc_slow`](Self::alloc_slow)
+    /// serves. For a caller that puts its own rare cases between the two at
+    /// no cost to the fast path (the kernel's plain allocators).
+    #[inline(always)]
+    pub fn alloc_fast(&self, layout: Layout) -> Option<NonNull<u8>> {
+        let class = SizeClass::for_common_layout(layout)?;
+        self.claim_this_cpu().pop_loaded(class)
     }
 
     /// Frees a block.
@@ -175,25 +188,33 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// the layout with the new size), and not freed since.
     #[inline]
     pub unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // The fast path: a common layout, this CPU's slot free to use, the
-        // object one of this CPU's, room in the loaded magazine.
-        if let Some(class) = SizeClass::for_common_layout(layout)
-            && let Some(mut user) = self.use_this_cpu()
-        {
-            // SAFETY: forwarded from the caller: a live block of ours of a
-            // layout that maps to `class`; the slot is not closed, so the
-            // heap is in slab mode, which carved it from a slab of `class`
-            // (never null).
-            let object = unsafe { NonNull::new_unchecked(ptr) };
-            // SAFETY: as above: its slab is live while it is outstanding.
-            let owner = unsafe { SlabRef::containing(object, class) }.owner();
-            // SAFETY: one of this CPU's objects of `class`, handed back.
-            if usize::from(owner) == user.cpu() && unsafe { user.push_loaded(class, object) } {
-                return;
-            }
-        }
         // SAFETY: forwarded from the caller.
-        unsafe { self.dealloc_slow(ptr, layout) }
+        if unsafe { !self.dealloc_fast(ptr, layout) } {
+            // SAFETY: forwarded from the caller.
+            unsafe { self.dealloc_slow(ptr, layout) }
+        }
+    }
+
+    /// `dealloc`'s fast path alone: a common layout, this CPU's slot free
+    /// to use, room in the loaded magazine, the object one of this CPU's.
+    /// Returns whether it freed the block; if not, it changed nothing and
+    /// [`dealloc_slow`](Self::dealloc_slow) must free it.
+    ///
+    /// # Safety
+    /// As [`dealloc`](Self::dealloc); and in a heap that has served no
+    /// block (a kernel whose plain allocator serves instead), any pointer
+    /// with a size class's layout must not be dereferenced: in locked mode
+    /// the spare slot's full magazine fails the room check first.
+    #[inline(always)]
+    pub unsafe fn dealloc_fast(&self, ptr: *mut u8, layout: Layout) -> bool {
+        let Some(class) = SizeClass::for_common_layout(layout) else {
+            return false;
+        };
+        // SAFETY: forwarded from the caller: a live block of ours (never
+        // null) of a layout that maps to `class`.
+        let object = unsafe { NonNull::new_unchecked(ptr) };
+        // SAFETY: as above, handed back now.
+        unsafe { self.claim_this_cpu().push_loaded_if_own(class, object) }
     }
 
     /// Resizes a block to `new_size` (same alignment), moving it if needed;
@@ -241,11 +262,9 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             self.lock_central(&masked).release_empty_slabs(cpu);
             return true;
         }
-        let slot = self.slot(cpu);
-        // SAFETY: we run on `cpu` (Platform contract), and this slot is its.
-        let Some(mut user) = (unsafe { slot.try_use(cpu) }) else {
+        let Some(mut user) = self.use_this_cpu() else {
             // Closed (locked mode) holds nothing; busy cannot be drained now.
-            return !slot.is_busy();
+            return self.mode() == Mode::Locked;
         };
         if SizeClass::ALL.iter().all(|&class| user.cache(class).cached_objects() == 0) {
             return true;
@@ -306,7 +325,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// One CPU's figures, per size class (`None` past `MAX_CPUS`).
     pub fn cpu_stats(&self, cpu: usize) -> Option<CpuStats> {
-        Some(self.cpus.get(cpu)?.snapshot(cpu))
+        Some(self.cpus[..MAX_CPUS].get(cpu)?.snapshot(cpu))
     }
 
     /// The readable report: [`HeapStats`]'s table, then each online CPU's
@@ -322,16 +341,23 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         Ok(())
     }
 
-    /// This CPU's slot, to use its magazines; `None` if it is busy (we are
+    /// Claims this CPU's slot: its own, or the spare if it is busy (we are
     /// an interrupt handler inside a heap operation of the code we
-    /// interrupted) or closed (locked mode).
+    /// interrupted) or closed (locked mode, checking).
     #[inline(always)]
-    fn use_this_cpu(&self) -> Option<SlotUser<'_>> {
-        let cpu = self.platform.current_cpu();
-        // SAFETY: `Platform` promises `cpu` is the running CPU's index,
-        // that the caller stays on it for the whole heap call, and that code
-        // interrupting it finishes first: `try_use`'s contract.
-        unsafe { self.slot(cpu).try_use(cpu) }
+    fn claim_this_cpu(&self) -> Claim<'_, P> {
+        // SAFETY: our own slots and words; `Platform` promises the words
+        // are kept as `Claim::new` needs, that the caller stays on its CPU
+        // for the whole heap call, and that code interrupting it finishes
+        // first.
+        unsafe { Claim::new(&self.cpus, &self.platform, &self.words) }
+    }
+
+    /// This CPU's slot, to use its magazines; `None` if it is busy or
+    /// closed.
+    #[inline]
+    fn use_this_cpu(&self) -> Option<SlotUser<'_, P>> {
+        self.claim_this_cpu().into_user()
     }
 
     /// CPU `cpu`'s slot.
@@ -348,7 +374,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// memory.
     #[cold]
     #[inline(never)]
-    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+    pub fn alloc_slow(&self, layout: Layout) -> *mut u8 {
         if let Some(block) = self.try_alloc_slow(layout) {
             return block.as_ptr();
         }
@@ -389,23 +415,24 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// An object of `class` from the cache, refilling it under the lock if
     /// it is empty.
-    fn alloc_cached(&self, user: &mut SlotUser<'_>, class: SizeClass) -> Option<NonNull<u8>> {
+    fn alloc_cached(&self, user: &mut SlotUser<'_, P>, class: SizeClass) -> Option<NonNull<u8>> {
         if let Some(object) = user.cache(class).pop(class) {
-            user.count_cache_alloc(class);
             return Some(object);
         }
         let masked = self.mask_irqs();
         let capacity = class.magazine_capacity();
-        let magazine = user.cache(class).magazine_to_refill();
-        self.lock_central(&masked).refill_from_slabs(masked.cpu, class, magazine, capacity);
+        let mut magazine = Magazine::new();
+        self.lock_central(&masked).refill_from_slabs(masked.cpu, class, &mut magazine, capacity);
         let refilled = magazine.len() as u64;
         // Out of memory leaves the magazine partly filled or empty.
-        let object = magazine.pop()?;
+        if refilled == 0 {
+            return None;
+        }
+        user.cache(class).load(magazine);
         let counters = &user.counters().classes[class.index()];
         counters.refilled_objects.add(refilled);
         counters.refills.add(1);
-        user.count_cache_alloc(class);
-        Some(object)
+        user.cache(class).pop(class)
     }
 
     /// Everything `dealloc`'s fast path does not do.
@@ -414,7 +441,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// As [`dealloc`](Self::dealloc).
     #[cold]
     #[inline(never)]
-    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+    pub unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
         let Some(block) = NonNull::new(ptr) else {
             return;
         };
@@ -461,7 +488,12 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// # Safety
     /// `object` must be a live object of `class` handed out by this heap in
     /// slab mode, handed back now.
-    unsafe fn free_cached(&self, user: &mut SlotUser<'_>, object: NonNull<u8>, class: SizeClass) {
+    unsafe fn free_cached(
+        &self,
+        user: &mut SlotUser<'_, P>,
+        object: NonNull<u8>,
+        class: SizeClass,
+    ) {
         // SAFETY: forwarded from the caller: the object is outstanding, so
         // its slab is live.
         let owner = unsafe { SlabRef::containing(object, class) }.owner();
@@ -474,7 +506,6 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             // SAFETY: forwarded from the caller; the object is another CPU's.
             unsafe { user.cache(class).free_remote(class, object) }
         };
-        user.count_cache_free(class);
         if let FreeOutcome::Flush(magazine) = outcome {
             let objects = magazine.len() as u64;
             let masked = self.mask_irqs();
@@ -795,8 +826,7 @@ mod tests {
         let cached_before = heap.cpus[0].snapshot(0).classes[class.index()];
 
         // The interrupted operation: CPU 0's slot is in use.
-        // SAFETY: this thread is CPU 0 and nothing else uses the heap.
-        let interrupted = unsafe { heap.cpus[0].try_use(0) }.expect("the slot is open");
+        let interrupted = heap.use_this_cpu().expect("the slot is open");
         let object = heap.alloc(layout);
         assert!(!object.is_null());
         // SAFETY: a fresh 64-byte block.

@@ -38,6 +38,23 @@ impl Magazine {
         self.head
     }
 
+    /// The magazine as its two words: the top object and the length.
+    #[inline]
+    pub(crate) fn into_parts(self) -> (Option<NonNull<u8>>, usize) {
+        (self.head, self.len)
+    }
+
+    /// The magazine whose top object is `head`, holding `len` objects.
+    ///
+    /// # Safety
+    /// `head` and `len` must be the parts of a magazine taken apart with
+    /// [`Self::into_parts`] (or kept the way `push` and `pop` keep them):
+    /// `len` objects linked from `head` under `push`'s contract.
+    #[inline]
+    pub(crate) unsafe fn from_parts(head: Option<NonNull<u8>>, len: usize) -> Magazine {
+        Magazine { head, len }
+    }
+
     /// Takes every object out, leaving this magazine empty.
     #[inline]
     pub(crate) fn take(&mut self) -> Magazine {

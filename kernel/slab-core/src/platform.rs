@@ -3,7 +3,10 @@
 //! caches; and being told of heap corruption. The kernel implements it with
 //! GS, `cli`/`sti`, the TSC and an IPI; host tests implement it with threads.
 
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
 use crate::check::HeapFault;
+use crate::cpu_cache::{BUSY_CPU_WORD, initial_cpu_word};
 
 /// The most CPUs the heap keeps per-CPU caches for. The kernel has no
 /// constant of its own: `smp::MAX_CPUS` is this one (QEMU's `-smp` up to 128).
@@ -22,7 +25,15 @@ pub const MAX_CPUS: usize = 128;
 /// - [`current_cpu`](Self::current_cpu) returns, while such a guard is alive,
 ///   the index of the running CPU, below [`MAX_CPUS`], and no two CPUs (host:
 ///   threads) running at the same time get the same index;
-/// - none of the methods allocates from or frees to this heap.
+/// - none of the methods allocates from or frees to this heap;
+/// - a platform that keeps the CPUs' slot words itself (overriding
+///   [`take_this_cpu_word`](Self::take_this_cpu_word),
+///   [`set_this_cpu_word`](Self::set_this_cpu_word) and
+///   [`set_cpu_word`](Self::set_cpu_word) together) keeps one word per CPU,
+///   starting as [`initial_cpu_word`]`(cpu)`, for one heap only; the first
+///   two read and write the running CPU's own, each read and each write one
+///   access an interrupt on this CPU cannot split, and a handler sees what
+///   the code it interrupted last wrote.
 pub unsafe trait Platform: Sync {
     /// Proof that local interrupts (host: nothing) stay masked until dropped.
     /// Dropping it restores the previous state, so guards nest.
@@ -33,6 +44,31 @@ pub unsafe trait Platform: Sync {
 
     /// The running CPU's index, `0..MAX_CPUS` (the kernel reads it from GS).
     fn current_cpu(&self) -> usize;
+
+    /// Returns the running CPU's slot word (what the heap last set for it;
+    /// see `cpu_cache`) and sets it to [`BUSY_CPU_WORD`]: a read, then a
+    /// write. By default in the heap's own `words`; the kernel keeps the
+    /// words in its per-CPU blocks, two `mov`s with GS, which is what makes
+    /// the fast paths cheap.
+    #[inline(always)]
+    fn take_this_cpu_word(&self, words: &CpuWords) -> usize {
+        let cpu = self.current_cpu();
+        let word = words.get(cpu);
+        words.set(cpu, BUSY_CPU_WORD);
+        word
+    }
+
+    /// Sets the running CPU's slot word.
+    #[inline(always)]
+    fn set_this_cpu_word(&self, words: &CpuWords, word: usize) {
+        words.set(self.current_cpu(), word);
+    }
+
+    /// Sets CPU `cpu`'s slot word (the heap does it for every CPU when it
+    /// switches modes, which only happens while no other CPU uses it).
+    fn set_cpu_word(&self, words: &CpuWords, cpu: usize, word: usize) {
+        words.set(cpu, word);
+    }
 
     /// How many CPUs are online; their indices are `0..cpu_count()`. Only
     /// statistics read it.
@@ -74,5 +110,41 @@ pub unsafe trait Platform: Sync {
     #[cold]
     fn heap_fault(&self, fault: &HeapFault) {
         panic!("{fault}");
+    }
+}
+
+/// Every CPU's slot word, kept by the heap for platforms that keep none
+/// themselves (the defaults of [`Platform::take_this_cpu_word`] and its
+/// siblings). CPU `cpu`'s starts as [`initial_cpu_word`]`(cpu)`.
+pub struct CpuWords([AtomicUsize; MAX_CPUS]);
+
+impl CpuWords {
+    /// Every CPU's word at its start value.
+    pub const fn new() -> Self {
+        let mut words = [const { AtomicUsize::new(0) }; MAX_CPUS];
+        let mut cpu = 0;
+        while cpu < MAX_CPUS {
+            words[cpu] = AtomicUsize::new(initial_cpu_word(cpu));
+            cpu += 1;
+        }
+        Self(words)
+    }
+
+    /// CPU `cpu`'s word.
+    #[inline(always)]
+    pub fn get(&self, cpu: usize) -> usize {
+        self.0[cpu].load(Relaxed)
+    }
+
+    /// Sets CPU `cpu`'s word.
+    #[inline(always)]
+    pub fn set(&self, cpu: usize, word: usize) {
+        self.0[cpu].store(word, Relaxed);
+    }
+}
+
+impl Default for CpuWords {
+    fn default() -> Self {
+        Self::new()
     }
 }

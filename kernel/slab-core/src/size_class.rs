@@ -23,6 +23,9 @@ pub const MAX_SMALL_SIZE: usize = 4096;
 /// small-object operations in steady state.
 pub const MIN_BATCH: usize = 16;
 
+/// Maximum magazine capacity (the small classes' 2 KiB worth is capped here).
+pub(crate) const MAX_MAGAZINE_CAPACITY: usize = 64;
+
 /// Bytes reserved for the slab header at the start of every slab (one cache
 /// line, so objects never share a line with the header the lock holder
 /// writes). `slab::SlabHeader` must fit; a static assertion checks it.
@@ -180,8 +183,8 @@ impl SizeClass {
         let by_bytes = 2048 / self.size();
         if by_bytes < MIN_BATCH {
             MIN_BATCH
-        } else if by_bytes > 64 {
-            64
+        } else if by_bytes > MAX_MAGAZINE_CAPACITY {
+            MAX_MAGAZINE_CAPACITY
         } else {
             by_bytes
         }

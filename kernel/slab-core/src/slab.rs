@@ -12,6 +12,7 @@
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
+use crate::cpu_cache::initial_cpu_word;
 use crate::magazine::Magazine;
 use crate::platform::MAX_CPUS;
 use crate::size_class::{NUM_CLASSES, SLAB_HEADER_BYTES, SizeClass};
@@ -28,6 +29,10 @@ pub(crate) struct SlabIdentity {
     pub(crate) class: SizeClass,
     pub(crate) owner: u16,
     pub(crate) capacity: u16,
+    /// The owner's slot word (`cpu_cache::initial_cpu_word(owner)`): what
+    /// the free fast path compares with the running CPU's word, so telling
+    /// a local free from a remote one is one `cmp` with memory.
+    pub(crate) owner_word: usize,
 }
 
 /// A slab's mutable bookkeeping (global lock held).
@@ -77,6 +82,7 @@ impl SlabRef {
             // Cannot truncate: `owner < MAX_CPUS`, which fits (asserted above).
             owner: owner as u16,
             capacity: class.objects_per_slab() as u16,
+            owner_word: initial_cpu_word(owner),
         };
         let state =
             SlabState { free: Magazine::new(), carved: 0, outstanding: 0, prev: None, next: None };
@@ -101,13 +107,20 @@ impl SlabRef {
         SlabRef(unsafe { object.byte_sub(offset) }.cast())
     }
 
-    /// The CPU owning the slab; reads only that field of the identity (the
-    /// free fast path's one look at the header).
+    /// The CPU owning the slab; reads only that field of the identity.
     #[inline]
     pub(crate) fn owner(self) -> u16 {
         // SAFETY: as in `identity`: a live header whose identity is never
         // written after the slab was published.
         unsafe { (*self.0.as_ptr()).identity.owner }
+    }
+
+    /// The owning CPU's slot word; reads only that field of the identity
+    /// (the free fast path's one look at the header).
+    #[inline(always)]
+    pub(crate) fn owner_word(self) -> usize {
+        // SAFETY: as in `owner`.
+        unsafe { (*self.0.as_ptr()).identity.owner_word }
     }
 
     /// The slab's base address (for giving it back to the backend).

@@ -18,7 +18,8 @@ use crate::size_class::{NUM_CLASSES, SizeClass};
 ///
 /// Which code writes a counter decides why writers cannot interleave:
 /// - "slot user" counters are written only by the CPU slot's one user
-///   (`cpu_cache::SlotUser`); an interrupt handler cannot become a user
+///   (a `cpu_cache::Claim` of the CPU's own slot, or the `SlotUser` made of
+///   one); an interrupt handler cannot become a user
 ///   while the interrupted code is one;
 /// - "masked" counters are written only with interrupts masked on the CPU,
 ///   so no handler runs in between (handlers run masked too).
@@ -27,7 +28,11 @@ pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
     pub(crate) const fn new() -> Self {
-        Self(AtomicU64::new(0))
+        Self::starting_at(0)
+    }
+
+    pub(crate) const fn starting_at(value: u64) -> Self {
+        Self(AtomicU64::new(value))
     }
 
     #[inline]
@@ -42,13 +47,29 @@ impl Counter {
         }
     }
 
+    /// The value, read by its writer: a plain load, which the compiler may
+    /// fold into the instruction that uses it (an atomic load it keeps
+    /// apart).
+    ///
+    /// # Safety
+    /// Only code that may write the counter (see above) may call this, or
+    /// code reading a counter nobody ever writes: then no write can race
+    /// with the plain read (other CPUs only read, and reads never race).
+    #[inline(always)]
+    pub(crate) unsafe fn get_as_writer(&self) -> u64 {
+        // SAFETY: by the caller's promise, no write to the counter can
+        // happen during this read; the pointer is the atomic's own, valid
+        // and aligned.
+        unsafe { self.0.as_ptr().read() }
+    }
+
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
 }
 
-/// One CPU's slow-path counters for one size class (the fast path's two,
-/// allocations and frees through the cache, sit beside the cache itself in
+/// One CPU's slow-path counters for one size class (the fast path's word of
+/// operations and loaded length, `ops_and_len`, sits beside the cache in
 /// `cpu_cache::ClassSlot`).
 #[derive(Debug)]
 pub(crate) struct ClassCounters {

@@ -19,7 +19,7 @@ use crate::{
     console,
     memory::heap_region::{self, HeapSetupError},
 };
-use slab_core::{Checking, HeapStats, HeapUsage};
+use slab_core::{Checking, HeapStats, HeapUsage, Mode};
 
 /// The allocator when the command line names none.
 const DEFAULT_ALLOCATOR: &str = "slab";
@@ -60,6 +60,34 @@ impl HeapRegion {
 }
 
 impl GlobalHeap {
+    /// Every allocation the slab heap's fast path does not serve: the
+    /// plain allocator's, if one was chosen, else the slab heap's slow path.
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        if plain::is_active() {
+            // SAFETY: forwarded: a layout of non-zero size (the caller's).
+            return unsafe { plain::alloc(layout) };
+        }
+        self.0.alloc_slow(layout)
+    }
+
+    /// Every free the slab heap's fast path does not take, as `alloc_slow`.
+    ///
+    /// # Safety
+    /// `GlobalAlloc::dealloc`'s.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+        if plain::is_active() {
+            // SAFETY: forwarded: `ptr` came from the plain allocator (the
+            // only one since boot) with `layout`.
+            return unsafe { plain::dealloc(ptr, layout) };
+        }
+        // SAFETY: forwarded: `ptr` came from this allocator with `layout`.
+        unsafe { self.0.dealloc_slow(ptr, layout) }
+    }
+
     /// Whether the heap could serve `layout` if it were empty. Requests that
     /// never can (absurd sizes or alignments) get null at once: no reclaim
     /// round, and no backend arithmetic that overflows.
@@ -82,22 +110,24 @@ unsafe impl GlobalAlloc for GlobalHeap {
         if !self.could_ever_serve(layout) {
             return ptr::null_mut();
         }
-        if plain::is_active() {
-            // SAFETY: forwarded: a layout of non-zero size (the caller's).
-            return unsafe { plain::alloc(layout) };
+        // The slab heap's fast path first: with a plain allocator chosen
+        // the slab heap is in locked mode, so it always misses there, and
+        // the choice costs the slab fast path nothing (docs/allocator.md).
+        match self.0.alloc_fast(layout) {
+            Some(object) => object.as_ptr(),
+            None => self.alloc_slow(layout),
         }
-        self.0.alloc(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if plain::is_active() {
-            // SAFETY: forwarded: `ptr` came from the plain allocator (the
-            // only one since boot) with `layout`.
-            return unsafe { plain::dealloc(ptr, layout) };
+        // SAFETY: forwarded: `ptr` came from this allocator with `layout`;
+        // with a plain allocator the slab heap's fast path fails its room
+        // check (locked mode) before it reads the block.
+        if unsafe { !self.0.dealloc_fast(ptr, layout) } {
+            // SAFETY: forwarded, as above.
+            unsafe { self.dealloc_slow(ptr, layout) }
         }
-        // SAFETY: forwarded: `ptr` came from this allocator with `layout`.
-        unsafe { self.0.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -190,8 +220,16 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
                 .set_checking(checking)
                 .expect("the heap is empty at boot, so checking can be set");
         }
-        // SAFETY: as above; and nothing has allocated yet (boot).
-        AllocatorKind::Plain(kind) => unsafe { plain::init(kind, start as *mut u8, length) },
+        AllocatorKind::Plain(kind) => {
+            // The slab heap stays empty, in locked mode: its fast path then
+            // always misses, and `GlobalHeap`'s slow path hands every call
+            // to the plain allocator.
+            HEAP.0
+                .set_mode(Mode::Locked)
+                .expect("the heap is empty at boot, so its mode can be set");
+            // SAFETY: as above; and nothing has allocated yet (boot).
+            unsafe { plain::init(kind, start as *mut u8, length) }
+        }
     }
     Ok((choice, length))
 }

@@ -1,6 +1,6 @@
-//! What the allocator core needs from this kernel: the CPU index from GS,
-//! interrupt masking, the TSC, reclaim by IPI, and heap-fault reports.
-use slab_core::{HeapFault, Platform, ReclaimBroadcast};
+//! What the allocator core needs from this kernel: the CPU index and the
+//! heap's slot word from GS, interrupt masking, the TSC, reclaim by IPI, and heap-fault reports.
+use slab_core::{CpuWords, HeapFault, Platform, ReclaimBroadcast};
 
 use crate::{
     arch::{apic, interrupts::IrqGuard},
@@ -23,6 +23,11 @@ static RECLAIM: ReclaimBroadcast = ReclaimBroadcast::new();
 // 3. `IrqGuard` masks local interrupts until dropped.
 // 4. No method allocates: they read GS, the TSC and atomics, write the
 //    lock trace, send IPIs, and print (or record) heap faults.
+// 5. The slot words are the `heap_word` fields of the per-CPU blocks, one
+//    per CPU, starting as `slab_core::initial_cpu_word(cpu)` (the blocks'
+//    const initialiser), for the one kernel heap; `take_this_cpu_word` is
+//    a `mov` from and a `mov` to `gs:[16]`, `set_this_cpu_word` one `mov`, which no
+//    interrupt splits, and a handler on the CPU reads the same memory.
 unsafe impl Platform for KernelPlatform {
     type IrqGuard = IrqGuard;
 
@@ -34,6 +39,20 @@ unsafe impl Platform for KernelPlatform {
     #[inline(always)]
     fn current_cpu(&self) -> usize {
         smp::current_cpu_index()
+    }
+
+    #[inline(always)]
+    fn take_this_cpu_word(&self, _words: &CpuWords) -> usize {
+        smp::take_this_cpu_heap_word()
+    }
+
+    #[inline(always)]
+    fn set_this_cpu_word(&self, _words: &CpuWords, word: usize) {
+        smp::set_this_cpu_heap_word(word);
+    }
+
+    fn set_cpu_word(&self, _words: &CpuWords, cpu: usize, word: usize) {
+        smp::set_heap_word(cpu, word);
     }
 
     fn cpu_count(&self) -> usize {

@@ -20,14 +20,18 @@ use crate::{
 /// core's constant, so the two can never disagree.
 pub use slab_core::MAX_CPUS;
 
-/// One CPU's block. `#[repr(C)]` because the arch code reads the first two
-/// words through GS.
+/// One CPU's block. `#[repr(C)]` because the arch code reaches the first
+/// three words through GS.
 #[repr(C, align(64))]
 pub struct Cpu {
     /// This block's own address (read through `gs:[0]`).
     self_address: AtomicUsize,
     /// The CPU's index, 0 for the bootstrap CPU (read through `gs:[8]`).
     index: usize,
+    /// The heap's slot word for this CPU (`slab_core::Platform::this_cpu_word`;
+    /// read and written through `gs:[16]` by this CPU, written by the
+    /// heap's mode switch at boot for every CPU).
+    heap_word: AtomicUsize,
     lapic_id: AtomicU32,
     online: AtomicBool,
     /// Where the last NMI dump found this CPU (written by it, read by any).
@@ -38,12 +42,14 @@ pub struct Cpu {
 
 const _: () = assert!(offset_of!(Cpu, self_address) == arch::BLOCK_SELF_OFFSET);
 const _: () = assert!(offset_of!(Cpu, index) == arch::BLOCK_INDEX_OFFSET);
+const _: () = assert!(offset_of!(Cpu, heap_word) == arch::BLOCK_HEAP_WORD_OFFSET);
 
 static CPUS: [Cpu; MAX_CPUS] = {
     let mut cpus = [const { Cpu::new() }; MAX_CPUS];
     let mut i = 0;
     while i < MAX_CPUS {
         cpus[i].index = i;
+        cpus[i].heap_word = AtomicUsize::new(slab_core::initial_cpu_word(i));
         i += 1;
     }
     cpus
@@ -59,6 +65,7 @@ impl Cpu {
         Self {
             self_address: AtomicUsize::new(0),
             index: 0,
+            heap_word: AtomicUsize::new(0),
             lapic_id: AtomicU32::new(0),
             online: AtomicBool::new(false),
             nmi: NmiSlot::new(),
@@ -107,6 +114,31 @@ pub fn online_cpus() -> usize {
 #[inline(always)]
 pub fn current_cpu_index() -> usize {
     arch::current_cpu_index()
+}
+
+/// Returns the running CPU's heap slot word and leaves
+/// `slab_core::BUSY_CPU_WORD` in its place: a load and a store through GS
+/// (the busy word is the store's immediate).
+#[inline(always)]
+pub fn take_this_cpu_heap_word() -> usize {
+    const BUSY: u32 = {
+        assert!(slab_core::BUSY_CPU_WORD <= i32::MAX as usize, "an imm32 of a 64-bit mov");
+        slab_core::BUSY_CPU_WORD as u32
+    };
+    let word = arch::current_heap_word();
+    arch::set_current_heap_word_to::<BUSY>();
+    word
+}
+
+/// Sets the running CPU's heap slot word; one store through GS.
+#[inline(always)]
+pub fn set_this_cpu_heap_word(word: usize) {
+    arch::set_current_heap_word(word);
+}
+
+/// Sets CPU `index`'s heap slot word (the heap's mode switch, at boot).
+pub fn set_heap_word(index: usize, word: usize) {
+    CPUS[index].heap_word.store(word, Ordering::Relaxed);
 }
 
 /// The running CPU's index, or `None` this early in boot (the panic handler

@@ -17,8 +17,9 @@ pub use cpu::{
     HAND_COUNTED, halt_forever, marked_hand_counted, pause, read_timestamp, timestamp_marker,
 };
 pub use percpu::{
-    BLOCK_INDEX_OFFSET, BLOCK_SELF_OFFSET, CpuArchState, current_cpu_base, current_cpu_index,
-    install_cpu_base,
+    BLOCK_HEAP_WORD_OFFSET, BLOCK_INDEX_OFFSET, BLOCK_SELF_OFFSET, CpuArchState, current_cpu_base,
+    current_cpu_index, current_heap_word, install_cpu_base, set_current_heap_word,
+    set_current_heap_word_to,
 };
 pub use pic::mask_legacy_pic;
 pub use qemu::qemu_exit;

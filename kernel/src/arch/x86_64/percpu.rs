@@ -1,6 +1,7 @@
 //! The GS base register points at the running CPU's per-CPU block
-//! (`smp::percpu::Cpu`), whose first two words are its own address and the
-//! CPU's index; reading either is one `mov` from `gs:`.
+//! (`smp::percpu::Cpu`), whose first three words are its own address, the
+//! CPU's index and the heap's slot word; reading or writing one is one
+//! `mov` with `gs:`.
 use ::x86_64::{VirtAddr, registers::model_specific::GsBase};
 use core::arch::asm;
 
@@ -10,6 +11,9 @@ use super::{apic::LocalApicCell, gdt::CpuDescriptorTables};
 pub const BLOCK_SELF_OFFSET: usize = 0;
 /// Byte offset of the CPU index in the per-CPU block.
 pub const BLOCK_INDEX_OFFSET: usize = 8;
+/// Byte offset of the heap's slot word in the per-CPU block
+/// (`slab_core::Platform::this_cpu_word`).
+pub const BLOCK_HEAP_WORD_OFFSET: usize = 16;
 
 /// The architecture's part of a per-CPU block.
 pub struct CpuArchState {
@@ -65,4 +69,43 @@ pub fn current_cpu_index() -> usize {
              options(nostack, preserves_flags, readonly, pure))
     };
     index
+}
+
+/// The running CPU's heap slot word.
+#[inline(always)]
+pub fn current_heap_word() -> usize {
+    let word: usize;
+    // SAFETY: as in `current_cpu_base`: gs:[16] is the heap word of the
+    // CPU whose block GS points at. Not `pure`: the word changes (see
+    // `set_current_heap_word`), and a read must not be merged with an
+    // earlier one across a write.
+    unsafe {
+        asm!("mov {}, gs:[{off}]", out(reg) word, off = const BLOCK_HEAP_WORD_OFFSET,
+             options(nostack, preserves_flags, readonly))
+    };
+    word
+}
+
+/// Sets the running CPU's heap slot word: one `mov` to `gs:[16]`, which an
+/// interrupt cannot split. Also a compiler barrier for memory (no `nomem`):
+/// the heap's accesses stay on their side of it.
+#[inline(always)]
+pub fn set_current_heap_word(word: usize) {
+    // SAFETY: gs:[16] is the running CPU's own heap word (see
+    // `current_cpu_base` for why GS is installed); only this CPU writes it.
+    unsafe {
+        asm!("mov gs:[{off}], {}", in(reg) word, off = const BLOCK_HEAP_WORD_OFFSET,
+             options(nostack, preserves_flags))
+    };
+}
+
+/// [`set_current_heap_word`] for a word known when compiling: the value is
+/// an immediate of the `mov`, so no register is loaded for it.
+#[inline(always)]
+pub fn set_current_heap_word_to<const WORD: u32>() {
+    // SAFETY: as in `set_current_heap_word`.
+    unsafe {
+        asm!("mov qword ptr gs:[{off}], {word}", word = const WORD,
+             off = const BLOCK_HEAP_WORD_OFFSET, options(nostack, preserves_flags))
+    };
 }
