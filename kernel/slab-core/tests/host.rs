@@ -194,3 +194,27 @@ fn heapcheck_on_reports_a_double_free_and_stops() {
     assert!(text.contains("HEAPCHECK {"), "{text}");
     assert!(text.contains("double_free"), "{text}");
 }
+
+/// README.md's three-line example is the doctest of `HostHeap` (which
+/// `cargo test --doc` compiles and runs): its Rust lines must stay the
+/// doctest's, word for word.
+#[test]
+fn the_readme_quotes_the_doctest_verbatim() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let source = include_str!("../src/host/heap.rs");
+    let doctest: Vec<&str> = source
+        .lines()
+        .skip_while(|line| line.trim() != "/// ```")
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty() && line.trim() != "///")
+        .map(|line| line.trim().trim_start_matches("/// "))
+        .collect();
+    assert_eq!(doctest.len(), 2, "the doctest's first lines: {doctest:?}");
+    let quoted = format!("```rust\n{}\n```", doctest.join("\n"));
+    assert!(readme.contains(&quoted), "README.md does not quote the doctest:\n{quoted}");
+    assert!(
+        readme.contains("slab-core = { path = \"kernel/slab-core\", features = [\"host\"] }"),
+        "README.md's dependency line"
+    );
+}

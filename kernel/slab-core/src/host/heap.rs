@@ -17,11 +17,17 @@ use crate::platform::MAX_CPUS;
 use crate::stats::HeapStats;
 
 /// The allocator core as a user-space global allocator (Linux, feature
-/// `host`):
+/// `host`). README.md quotes the first two lines of this example (a test
+/// in `tests/host.rs` checks it still does):
 ///
 /// ```
 /// #[global_allocator]
 /// static HEAP: slab_core::HostHeap = slab_core::HostHeap::new();
+///
+/// fn main() {
+///     let words: Vec<String> = "every allocation goes through HostHeap".split(' ').map(String::from).collect();
+///     assert!(HEAP.stats().total.small_ops >= words.len() as u64);
+/// }
 /// ```
 ///
 /// Per-thread slab caches (each heap call leases one of the heap's CPU
