@@ -116,6 +116,21 @@ fn a_freed_large_block_goes_back_to_the_os() {
     );
 }
 
+#[test]
+fn emptied_slabs_go_back_to_the_os() {
+    let _alone = LARGE_BLOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // 96 MiB of 1 KiB objects (32 KiB slabs), every page written.
+    let objects: Vec<Vec<u8>> = (0..96 * 1024).map(|i| vec![i as u8; 1024]).collect();
+    let with = resident_bytes();
+    assert!(objects.iter().enumerate().all(|(i, o)| o[1023] == i as u8));
+    drop(objects);
+    let without = resident_bytes();
+    assert!(
+        without + (64 << 20) < with,
+        "resident {with} bytes with 96 MiB of 1 KiB objects, {without} after freeing them"
+    );
+}
+
 /// Runs this binary's test `name` alone with `env` set, and returns what
 /// it did.
 fn run_child(name: &str, env: &[(&str, &str)]) -> Output {
