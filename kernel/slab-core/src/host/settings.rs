@@ -11,7 +11,7 @@ use crate::mode::Mode;
 use crate::platform::MAX_CPUS;
 
 /// `SLAB_HOST_CPUS`: how many CPU slots (caches) the heap keeps, `1..=128`;
-/// default: the CPUs this process may run on.
+/// default: 8 per CPU this process may run on, at most 128.
 pub const CPUS_VAR: &CStr = c"SLAB_HOST_CPUS";
 /// `SLAB_HOST_MODE`: `slab` (default) or `locked`.
 pub const MODE_VAR: &CStr = c"SLAB_HOST_MODE";
