@@ -1,0 +1,1 @@
+//! The driver: builds the workers, runs the matrix, writes the results.
