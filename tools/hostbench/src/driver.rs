@@ -1,1 +1,0 @@
-//! The driver: builds the workers, runs the matrix, writes the results.
