@@ -619,7 +619,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// it. The heap's own operations take the lock with `lock_central`.
     fn lock_central_from_anywhere(&self) -> AnywhereGuard<'_, B, P::IrqGuard> {
         let irqs = self.platform.mask_irqs();
-        AnywhereGuard { central: self.central.lock(), _irqs: irqs }
+        let central = self.central.lock_waiting(|spins| self.platform.relax(spins));
+        AnywhereGuard { central, _irqs: irqs }
     }
 
     /// Takes the global lock as `masked`'s CPU: a `try_lock` first, whose
@@ -631,7 +632,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             Some(guard) => (guard, None),
             None => {
                 let started = self.platform.timestamp();
-                let guard = self.central.lock();
+                let guard = self.central.lock_waiting(|spins| self.platform.relax(spins));
                 let waited = self.platform.timestamp().saturating_sub(started);
                 counters.contended.add(1);
                 counters.wait_cycles.add(waited);

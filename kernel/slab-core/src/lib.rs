@@ -4,7 +4,7 @@
 //! This file only declares the modules and what they export.
 #![no_std]
 
-#[cfg(test)]
+#[cfg(any(test, feature = "host"))]
 extern crate std;
 
 mod backend;
@@ -12,6 +12,8 @@ mod central;
 mod check;
 mod cpu_cache;
 mod heap;
+#[cfg(feature = "host")]
+mod host;
 mod lock;
 mod magazine;
 mod mode;
@@ -26,6 +28,8 @@ pub use backend::{Backend, range_contains};
 pub use central::HeapUsage;
 pub use check::{Checking, CheckingLocked, FaultKind, HeapFault, POISON_BYTE, RED_ZONE_BYTE};
 pub use heap::SlabHeap;
+#[cfg(feature = "host")]
+pub use host::{HostHeap, LockWait, SettingError, Settings};
 pub use lock::{SpinGuard, SpinLock};
 pub use mode::{Mode, ModeLocked, UnknownMode};
 pub use platform::{MAX_CPUS, Platform};

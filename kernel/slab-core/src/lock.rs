@@ -47,12 +47,24 @@ impl<T> SpinLock<T> {
     /// Takes the lock, spinning (on plain loads, so waiters do not bounce
     /// the line between them) until it is free.
     pub fn lock(&self) -> SpinGuard<'_, T> {
+        self.lock_waiting(|_| spin_loop())
+    }
+
+    /// Takes the lock as [`lock`](Self::lock) does, calling `wait(spins)`
+    /// each time it finds the lock still held, with `spins` the number of
+    /// earlier calls in this acquisition (0, 1, 2, ...). The heap passes
+    /// `Platform::relax`: a pause in the kernel, spin-then-yield on the
+    /// host, where the holder can be preempted.
+    #[inline]
+    pub fn lock_waiting(&self, mut wait: impl FnMut(u32)) -> SpinGuard<'_, T> {
+        let mut spins = 0u32;
         loop {
             if let Some(guard) = self.try_lock() {
                 return guard;
             }
             while self.locked.load(Relaxed) {
-                spin_loop();
+                wait(spins);
+                spins = spins.saturating_add(1);
             }
         }
     }

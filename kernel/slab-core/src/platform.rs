@@ -55,6 +55,18 @@ pub unsafe trait Platform: Sync {
     /// implements the handshake.
     fn reclaim_remote(&self, drain_this_cpu: &dyn Fn() -> bool);
 
+    /// Called while waiting for the global lock, each time it is found
+    /// still held; `spins` counts the earlier calls in this wait. Runs with
+    /// interrupts masked and must not use the heap. The default pauses the
+    /// CPU (`spin_loop`), what the kernel wants: its lock holders run with
+    /// interrupts masked, so the wait is short. A host, whose lock holder
+    /// can be preempted, yields the thread after a few spins instead.
+    #[inline(always)]
+    fn relax(&self, spins: u32) {
+        let _ = spins;
+        crate::sync::spin_loop();
+    }
+
     /// Told after each release of the global lock: by which CPU, when it
     /// started waiting (`== acquired` when the first try got it), when it
     /// got the lock and when it let go (`timestamp` values). The kernel

@@ -1,0 +1,201 @@
+//! `HostHeap`: `SlabHeap` over `HostBackend` on `HostPlatform`, started at
+//! its first allocation from the environment's settings, as a
+//! `GlobalAlloc`.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicPtr, AtomicU8};
+
+use crate::central::HeapUsage;
+use crate::heap::SlabHeap;
+use crate::host::backend::HostBackend;
+use crate::host::platform::HostPlatform;
+use crate::host::settings::Settings;
+use crate::host::stderr::{Stderr, fatal};
+use crate::platform::MAX_CPUS;
+use crate::stats::HeapStats;
+
+/// The allocator core as a user-space global allocator (Linux, feature
+/// `host`). README.md quotes the first two lines of this example (a test
+/// in `tests/host.rs` checks it still does):
+///
+/// ```
+/// #[global_allocator]
+/// static HEAP: slab_core::HostHeap = slab_core::HostHeap::new();
+///
+/// fn main() {
+///     let words: Vec<String> = "every allocation goes through HostHeap".split(' ').map(String::from).collect();
+///     assert!(HEAP.stats().total.small_ops >= words.len() as u64);
+/// }
+/// ```
+///
+/// Per-thread slab caches (each heap call leases one of the heap's CPU
+/// slots) in front of TLSF over an mmap'd region that grows as needed.
+/// Settings come from the environment at the first allocation:
+/// `SLAB_HOST_CPUS` (slots, default: the CPUs the process may run on),
+/// `SLAB_HOST_MODE` (`slab` or `locked`), `SLAB_HOST_HEAPCHECK` (`on` or
+/// `off`), `SLAB_HOST_STATS` (`1`: a `HEAPSTATS {json}` line on stderr at
+/// exit), `SLAB_HOST_LOCK_WAIT` (`yield` or `spin`). A value that is not
+/// one of those stops the program with a message naming it
+/// (`docs/host.md`).
+pub struct HostHeap {
+    heap: SlabHeap<HostBackend, HostPlatform>,
+    state: AtomicU8,
+}
+
+/// `HostHeap::state`: not started, starting (one thread reads the settings
+/// and reserves the region), ready.
+const UNSTARTED: u8 = 0;
+const STARTING: u8 = 1;
+const READY: u8 = 2;
+
+/// The heap whose statistics are printed at exit (`SLAB_HOST_STATS=1`): the
+/// first that asked; null for none.
+static STATS_AT_EXIT: AtomicPtr<HostHeap> = AtomicPtr::new(ptr::null_mut());
+
+impl HostHeap {
+    /// A heap that starts (reads its settings, reserves its address space)
+    /// at its first allocation.
+    pub const fn new() -> Self {
+        Self {
+            heap: SlabHeap::new(HostBackend::new(), HostPlatform::new()),
+            state: AtomicU8::new(UNSTARTED),
+        }
+    }
+
+    /// A snapshot of every slot's figures and the backend's usage (as the
+    /// kernel's `HEAPSTATS`). Any thread may call it, at any time.
+    pub fn stats(&self) -> HeapStats {
+        self.heap.stats()
+    }
+
+    /// The backend's usage now.
+    pub fn usage(&self) -> HeapUsage {
+        self.heap.usage()
+    }
+
+    /// Starts the heap if no thread has yet.
+    #[inline(always)]
+    fn ensure_started(&self) {
+        if self.state.load(Acquire) != READY {
+            self.start();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn start(&self) {
+        match self.state.compare_exchange(UNSTARTED, STARTING, Acquire, Acquire) {
+            Ok(_) => {}
+            Err(READY) => return,
+            Err(_) => {
+                while self.state.load(Acquire) != READY {
+                    std::thread::yield_now();
+                }
+                return;
+            }
+        }
+        let settings = Settings::from_env().unwrap_or_else(|error| fatal(format_args!("{error}")));
+        let slots = settings.cpus.unwrap_or_else(usable_cpus);
+        self.heap.platform().configure(slots, settings.lock_wait);
+        if let Err(failed) = self.heap.with_backend(HostBackend::reserve) {
+            fatal(format_args!(
+                "could not reserve the heap's address space: errno {}",
+                failed.errno
+            ));
+        }
+        {
+            let _lease = self.heap.platform().lease();
+            let set = self.heap.set_mode(settings.mode).is_ok()
+                && self.heap.set_checking(settings.checking).is_ok();
+            debug_assert!(set, "nothing is allocated before the heap starts");
+        }
+        if settings.stats_at_exit && self.register_stats_at_exit() {
+            // SAFETY: `print_stats_at_exit` is an `extern "C" fn()` that
+            // stays valid for the life of the process.
+            if unsafe { libc::atexit(print_stats_at_exit) } != 0 {
+                fatal(format_args!("SLAB_HOST_STATS=1: atexit refused to register the report"));
+            }
+        }
+        self.state.store(READY, Release);
+    }
+
+    /// Makes this heap the one `print_stats_at_exit` reports; `false` if
+    /// another already is.
+    fn register_stats_at_exit(&self) -> bool {
+        let this = ptr::from_ref(self).cast_mut();
+        STATS_AT_EXIT.compare_exchange(ptr::null_mut(), this, AcqRel, Relaxed).is_ok()
+    }
+}
+
+impl Default for HostHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for HostHeap {
+    /// A heap that is not a `static` stops being reported at exit. (Its
+    /// address space stays reserved: blocks may still be in use.)
+    fn drop(&mut self) {
+        let this = ptr::from_mut(self);
+        let _ = STATS_AT_EXIT.compare_exchange(this, ptr::null_mut(), AcqRel, Relaxed);
+    }
+}
+
+/// Prints `HEAPSTATS {json}` of the registered heap on stderr (at exit).
+extern "C" fn print_stats_at_exit() {
+    let heap = STATS_AT_EXIT.load(Acquire);
+    if heap.is_null() {
+        return;
+    }
+    // SAFETY: a registered heap unregisters itself before it is dropped, so
+    // a non-null pointer is a live heap (in practice a `static`).
+    let stats = unsafe { &*heap }.stats();
+    let mut out = Stderr::new();
+    let _ = core::fmt::Write::write_fmt(&mut out, format_args!("HEAPSTATS {}\n", stats.json()));
+}
+
+/// The CPUs this process may run on (its affinity mask), at most
+/// `MAX_CPUS`; 1 if the OS will not say.
+fn usable_cpus() -> usize {
+    // SAFETY: `cpu_set_t` is plain data, valid all zero.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is a writable `cpu_set_t` of the size passed.
+    let found = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    if !found {
+        return 1;
+    }
+    // SAFETY: `set` is a `cpu_set_t` the call above filled in.
+    let cpus = unsafe { libc::CPU_COUNT(&set) };
+    usize::try_from(cpus).unwrap_or(1).clamp(1, MAX_CPUS)
+}
+
+// SAFETY: every call leases a slot before it uses the core (the
+// `Platform` contract, `platform.rs`), and forwards to `SlabHeap`, whose
+// `alloc`, `dealloc` and `realloc` are `GlobalAlloc`'s contract.
+unsafe impl GlobalAlloc for HostHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.ensure_started();
+        let _lease = self.heap.platform().lease();
+        self.heap.alloc(layout)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let _lease = self.heap.platform().lease();
+        // SAFETY: forwarded from the caller: `ptr` came from this heap with
+        // `layout` (so the heap has started) and is freed once.
+        unsafe { self.heap.dealloc(ptr, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _lease = self.heap.platform().lease();
+        // SAFETY: forwarded from the caller (`GlobalAlloc::realloc`'s
+        // contract is `SlabHeap::realloc`'s).
+        unsafe { self.heap.realloc(ptr, layout, new_size) }
+    }
+}
