@@ -40,9 +40,15 @@ pub struct CpuRun {
 pub type Body = fn(usize, u64) -> CpuRun;
 
 /// Runs `body` on `threads` threads: a warm-up of `ops / WARMUP_DIVISOR`,
-/// a start barrier, then the timed `ops` on each. Returns each thread's
-/// timed run, in thread order.
-pub fn run_on_threads(threads: usize, body: Body, ops: u64) -> Vec<CpuRun> {
+/// a barrier, `at_start` on thread 0 alone (e.g. a snapshot of the heap's
+/// counters), a start barrier, then the timed `ops` on each. Returns each
+/// thread's timed run, in thread order.
+pub fn run_on_threads(
+    threads: usize,
+    body: Body,
+    ops: u64,
+    at_start: &(dyn Fn() + Sync),
+) -> Vec<CpuRun> {
     assert!((1..=MAX_THREADS).contains(&threads), "{threads} threads: expected 1 to {MAX_THREADS}");
     THREADS.store(threads, Ordering::Relaxed);
     let start = Barrier::new(threads);
@@ -54,6 +60,10 @@ pub fn run_on_threads(threads: usize, body: Body, ops: u64) -> Vec<CpuRun> {
                     .name(format!("thread {index}"))
                     .spawn_scoped(scope, move || {
                         body(index, (ops / WARMUP_DIVISOR).max(1));
+                        start.wait();
+                        if index == 0 {
+                            at_start();
+                        }
                         start.wait();
                         body(index, ops)
                     })

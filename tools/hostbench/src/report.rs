@@ -2,7 +2,8 @@
 //! (`docs/interface.md`) with host keys: `threads` (also as `cpus`, so the
 //! runner's tables read it), `elapsed_seconds` and `peak_rss_kib`. The
 //! heap-counter keys of the kernel (`lock_acquisitions`, `lock_wait_share`,
-//! `cache_hit_rate`) are null: the host allocators have no such counters.
+//! `cache_hit_rate`, ...) come from `HostHeap::stats` over the timed part
+//! for `slab`, and are null for the others, which have no such counters.
 use serde_json::{Map, Value, json};
 
 use crate::harness::{CpuRun, percentile};
@@ -61,4 +62,46 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The slab heap's counters (`HostHeap::stats().total`) at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct HeapCounters {
+    pub lock_acquisitions: u64,
+    pub lock_contended: u64,
+    pub lock_wait_cycles: u64,
+    pub lock_hold_cycles: u64,
+    pub small_ops: u64,
+    pub cache_hits: u64,
+    pub cross_cpu_frees: u64,
+}
+
+/// Sets the heap-counter keys of `record` to their change from `before`
+/// to `after` (the timed part); `lock_wait_share` is the wait over all
+/// threads' time.
+pub fn add_heap_counters(
+    record: &mut Map<String, Value>,
+    before: &HeapCounters,
+    after: &HeapCounters,
+    threads: usize,
+) {
+    let elapsed = record.get("elapsed_cycles").and_then(Value::as_f64).unwrap_or(1.0);
+    let wait = after.lock_wait_cycles.saturating_sub(before.lock_wait_cycles);
+    let small_ops = after.small_ops.saturating_sub(before.small_ops);
+    let cache_hits = after.cache_hits.saturating_sub(before.cache_hits);
+    let hit_rate = if small_ops == 0 { 0.0 } else { cache_hits as f64 / small_ops as f64 };
+    let entries = [
+        ("lock_acquisitions", json!(after.lock_acquisitions - before.lock_acquisitions)),
+        ("lock_wait_share", json!(round(wait as f64 / (threads as f64 * elapsed), 6))),
+        ("cache_hit_rate", json!(round(hit_rate, 6))),
+        ("lock_contended", json!(after.lock_contended - before.lock_contended)),
+        ("lock_wait_cycles", json!(wait)),
+        ("lock_hold_cycles", json!(after.lock_hold_cycles - before.lock_hold_cycles)),
+        ("small_ops", json!(small_ops)),
+        ("cache_hits", json!(cache_hits)),
+        ("cross_cpu_frees", json!(after.cross_cpu_frees - before.cross_cpu_frees)),
+    ];
+    for (key, value) in entries {
+        record.insert(key.to_string(), value);
+    }
 }

@@ -67,9 +67,37 @@ fn main() -> anyhow::Result<()> {
         bail!("--ops must be a positive number of operations per thread");
     }
     let hz = tsc::measure_hz();
-    let runs = harness::run_on_threads(args.threads, body, ops);
+    let before = std::sync::Mutex::new(None);
+    let runs = harness::run_on_threads(args.threads, body, ops, &|| {
+        *before.lock().expect("one thread takes the snapshot") = heap_counters();
+    });
+    let after = heap_counters();
     let warmup = (ops / harness::WARMUP_DIVISOR).max(1);
-    let record = report::bench_record(&args.workload, ALLOC, &runs, hz, warmup);
+    let mut record = report::bench_record(&args.workload, ALLOC, &runs, hz, warmup);
+    let before = before.into_inner().expect("the snapshot's thread ended");
+    if let (Some(before), Some(after)) = (before, after) {
+        report::add_heap_counters(&mut record, &before, &after, args.threads);
+    }
     println!("BENCH {}", serde_json::Value::Object(record));
     Ok(())
+}
+
+/// The slab heap's counters now (`HostHeap::stats`); none for the other
+/// allocators.
+fn heap_counters() -> Option<report::HeapCounters> {
+    #[cfg(feature = "alloc-slab")]
+    {
+        let total = GLOBAL.stats().total;
+        Some(report::HeapCounters {
+            lock_acquisitions: total.lock.acquisitions,
+            lock_contended: total.lock.contended,
+            lock_wait_cycles: total.lock.wait_cycles,
+            lock_hold_cycles: total.lock.hold_cycles,
+            small_ops: total.small_ops,
+            cache_hits: total.cache_hits,
+            cross_cpu_frees: total.cross_cpu_frees,
+        })
+    }
+    #[cfg(not(feature = "alloc-slab"))]
+    None
 }

@@ -61,9 +61,8 @@ pub fn build_workers(allocs: &[String]) -> anyhow::Result<PathBuf> {
         }
         let built = target_dir.join(&host).join("release/hostbench-worker");
         let kept = worker_path(&folder, alloc);
-        std::fs::copy(&built, &kept).with_context(|| {
-            format!("cannot copy {} to {}", built.display(), kept.display())
-        })?;
+        std::fs::copy(&built, &kept)
+            .with_context(|| format!("cannot copy {} to {}", built.display(), kept.display()))?;
     }
     Ok(folder)
 }

@@ -183,9 +183,8 @@ fn drive(args: &Args) -> anyhow::Result<i32> {
 
     let rows = summary::summarize(&records, &args.workload.0, &args.threads.0, allocs);
     write(&out, "summary.md", &summary::markdown(&conditions, &rows, &records))?;
-    let mut written = ["conditions.json", "results.json", "results.csv", "summary.md"]
-        .map(String::from)
-        .to_vec();
+    let mut written =
+        ["conditions.json", "results.json", "results.csv", "summary.md"].map(String::from).to_vec();
     for workload in &args.workload.0 {
         let name = format!("throughput_{workload}.svg");
         let svg = runner::bench::plot::throughput(&summary::plot_rows(&rows), workload, "host")

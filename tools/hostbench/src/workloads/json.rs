@@ -97,7 +97,10 @@ impl Inbox {
             (self.from, self.next_sequence)
         );
         let decoded: Record = serde_json::from_str(&message.text).unwrap_or_else(|error| {
-            panic!("bench json: thread {thread}: record {} does not decode: {error}", message.sequence)
+            panic!(
+                "bench json: thread {thread}: record {} does not decode: {error}",
+                message.sequence
+            )
         });
         let expected = record(message.from, message.sequence);
         assert!(
@@ -132,8 +135,8 @@ pub fn json(thread: usize, ops: u64) -> CpuRun {
         while sent < batch_end || (sent == target && inbox.next_sequence < target) {
             if sent < batch_end {
                 let message = pending.take().unwrap_or_else(|| {
-                    let text = serde_json::to_string(&record(thread, sent))
-                        .expect("a record encodes");
+                    let text =
+                        serde_json::to_string(&record(thread, sent)).expect("a record encodes");
                     Box::new(Message { from: thread, sequence: sent, text })
                 });
                 match outgoing.try_send(message) {
@@ -165,9 +168,7 @@ pub fn json(thread: usize, ops: u64) -> CpuRun {
                             outgoing.send(message).expect("channels live");
                             sent += 1;
                         }
-                        (None, true) => {
-                            inbox.take(thread, incoming.recv().expect("channels live"))
-                        }
+                        (None, true) => inbox.take(thread, incoming.recv().expect("channels live")),
                         (None, false) => {}
                     }
                 }

@@ -12,9 +12,7 @@ use core::{
 };
 
 use super::common::{Lran2, allocate, bytes, free};
-use crate::harness::{
-    CpuRun, MAX_THREADS, ThreadBarrier, run_phases, threads, wait_for_another,
-};
+use crate::harness::{CpuRun, MAX_THREADS, ThreadBarrier, run_phases, threads, wait_for_another};
 
 const SEED: i64 = 4141;
 const MIN_SIZE: usize = 8;
