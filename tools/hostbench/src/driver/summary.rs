@@ -59,7 +59,7 @@ fn of_rep(
 /// Per-repetition ratios `numerator / denominator` of `key`.
 fn rep_ratios(records: &[Record], pairs: impl Fn(u32) -> Option<(f64, f64)>) -> Vec<f64> {
     let reps = records.iter().map(|r| r.cell.rep).max().unwrap_or(0);
-    (1..=reps).filter_map(|rep| pairs(rep)).filter(|(_, d)| *d > 0.0).map(|(n, d)| n / d).collect()
+    (1..=reps).filter_map(pairs).filter(|(_, d)| *d > 0.0).map(|(n, d)| n / d).collect()
 }
 
 /// One row per (workload, thread count, allocator), in the order of the lists.

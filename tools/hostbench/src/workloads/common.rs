@@ -31,7 +31,7 @@ impl Lran2 {
     }
 
     /// `lran2(d)`: the next value, in `0..714025`.
-    pub fn next(&mut self) -> u64 {
+    pub fn draw(&mut self) -> u64 {
         let j = (self.y % 97) as usize;
         self.y = self.v[j];
         self.x = (LRAN2_IA * self.x + LRAN2_IC) % LRAN2_MAX;

@@ -88,7 +88,7 @@ impl Inbox {
     }
 
     /// Decodes and checks one message, then stores the record.
-    fn take(&mut self, thread: usize, message: Box<Message>) {
+    fn take(&mut self, thread: usize, message: &Message) {
         assert_eq!(
             (message.from, message.sequence),
             (self.from, self.next_sequence),
@@ -146,7 +146,7 @@ pub fn json(thread: usize, ops: u64) -> CpuRun {
                 }
             }
             match incoming.try_recv() {
-                Ok(message) => inbox.take(thread, message),
+                Ok(message) => inbox.take(thread, &message),
                 Err(TryRecvError::Empty) if pending.is_some() || sent == target => {
                     // Nothing to do until a neighbour moves: block.
                     let receiving = inbox.next_sequence < target;
@@ -157,7 +157,7 @@ pub fn json(thread: usize, ops: u64) -> CpuRun {
                             select.send(outgoing);
                             let ready = select.select();
                             if ready.index() == receive {
-                                inbox.take(thread, ready.recv(incoming).expect("channels live"));
+                                inbox.take(thread, &ready.recv(incoming).expect("channels live"));
                                 pending = Some(message);
                             } else {
                                 ready.send(outgoing, message).expect("channels live");
@@ -168,7 +168,9 @@ pub fn json(thread: usize, ops: u64) -> CpuRun {
                             outgoing.send(message).expect("channels live");
                             sent += 1;
                         }
-                        (None, true) => inbox.take(thread, incoming.recv().expect("channels live")),
+                        (None, true) => {
+                            inbox.take(thread, &incoming.recv().expect("channels live"))
+                        }
                         (None, false) => {}
                     }
                 }

@@ -38,7 +38,7 @@ static MAILBOXES: [AtomicPtr<Slice>; MAX_THREADS] =
 static BARRIER: ThreadBarrier = ThreadBarrier::new();
 
 fn random_size(rgen: &mut Lran2) -> usize {
-    MIN_SIZE + rgen.next() as usize % (MAX_SIZE - MIN_SIZE)
+    MIN_SIZE + rgen.draw() as usize % (MAX_SIZE - MIN_SIZE)
 }
 
 fn new_block(size: usize) -> *mut u8 {
@@ -64,12 +64,12 @@ fn warm_up(cpus: usize, slots: usize) {
         sizes.push(size);
     }
     for i in (1..total).rev() {
-        let j = rgen.next() as usize % total;
+        let j = rgen.draw() as usize % total;
         blocks.swap(i, j);
         sizes.swap(i, j);
     }
     for _ in 0..WARMUP_REPLACEMENTS_PER_SLOT * total {
-        let victim = rgen.next() as usize % total;
+        let victim = rgen.draw() as usize % total;
         // SAFETY: the slot holds a live block of its recorded size.
         unsafe { free_block(blocks[victim], sizes[victim]) };
         let size = random_size(&mut rgen);
@@ -81,7 +81,7 @@ fn warm_up(cpus: usize, slots: usize) {
         let slice = Box::new(Slice {
             blocks: blocks[range.clone()].to_vec(),
             sizes: sizes[range].to_vec(),
-            rgen: Lran2::new(rgen.next() as i64),
+            rgen: Lran2::new(rgen.draw() as i64),
         });
         mailbox.store(Box::into_raw(slice), Ordering::Release);
     }
@@ -119,7 +119,7 @@ fn give(cpu: usize, slice: Box<Slice>) {
 fn exercise_heap(slice: &mut Slice, iterations: u64) -> u64 {
     let slots = slice.blocks.len();
     for _ in 0..iterations {
-        let victim = slice.rgen.next() as usize % slots;
+        let victim = slice.rgen.draw() as usize % slots;
         // SAFETY: the slot holds a live block of its recorded size.
         unsafe { free_block(slice.blocks[victim], slice.sizes[victim]) };
         let size = random_size(&mut slice.rgen);
