@@ -351,3 +351,43 @@ fn write_results(out: &Path, records: &[Record]) -> anyhow::Result<()> {
     write(out, "results.csv", &runner::bench::records::to_csv(&objects)?)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench(text: &str) -> Map<String, Value> {
+        serde_json::from_str(text).expect("test JSON")
+    }
+
+    #[test]
+    fn a_record_of_another_cell_or_without_its_numbers_is_refused() {
+        let cell = Cell { alloc: "slab".into(), workload: "xfer".into(), threads: 2, rep: 1 };
+        let good = r#"{"alloc":"slab","workload":"xfer","threads":2,"ops":10,"ops_per_sec":5.0,
+            "elapsed_seconds":2.0,"cycles_per_op_median":3.0,"timestamp_hz":1e9}"#;
+        assert_eq!(check_cell(&bench(good), &cell), Ok(()));
+        let other_alloc = good.replace("\"slab\"", "\"glibc\"");
+        assert!(check_cell(&bench(&other_alloc), &cell).unwrap_err().contains("alloc Some(\"glibc\")"));
+        let other_threads = good.replace("\"threads\":2", "\"threads\":1");
+        assert_eq!(
+            check_cell(&bench(&other_threads), &cell),
+            Err("BENCH record's threads is not 2".into())
+        );
+        let no_ops = good.replace("\"ops\":10,", "");
+        assert_eq!(
+            check_cell(&bench(&no_ops), &cell),
+            Err("BENCH record lacks the number 'ops'".into())
+        );
+    }
+
+    #[test]
+    fn cells_run_repetitions_outermost_and_allocators_innermost() {
+        let allocs = ["glibc", "slab"].map(String::from);
+        let cells = cells(&allocs, &["local".into()], &[1, 2], 2);
+        let order: Vec<String> = cells.iter().map(|c| format!("{}{}{}", c.rep, c.threads, c.alloc)).collect();
+        assert_eq!(
+            order,
+            ["11glibc", "11slab", "12glibc", "12slab", "21glibc", "21slab", "22glibc", "22slab"]
+        );
+    }
+}

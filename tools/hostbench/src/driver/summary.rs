@@ -218,3 +218,60 @@ pub fn plot_rows(rows: &[Row]) -> Vec<runner_stats::Row> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::driver::Cell;
+    use serde_json::json;
+
+    fn record(alloc: &str, threads: usize, rep: u32, seconds: Option<f64>) -> Record {
+        let bench = match seconds {
+            Some(seconds) => match json!({
+                "elapsed_seconds": seconds,
+                "ops_per_sec": 1000.0 * threads as f64 / seconds,
+                "cycles_per_op_median": 10.0 * seconds,
+            }) {
+                serde_json::Value::Object(map) => Ok(map),
+                _ => unreachable!(),
+            },
+            None => Err("timeout".to_string()),
+        };
+        Record {
+            cell: Cell { alloc: alloc.into(), workload: "xfer".into(), threads, rep },
+            process_seconds: 0.5,
+            bench,
+        }
+    }
+
+    #[test]
+    fn wall_time_is_compared_with_glibc_rep_by_rep_and_scaling_with_one_thread() {
+        let records = [
+            record("glibc", 1, 1, Some(1.0)),
+            record("slab", 1, 1, Some(2.0)),
+            record("glibc", 2, 1, Some(1.0)),
+            record("slab", 2, 1, Some(1.0)),
+            // Repetition 2 is twice as slow for both: the ratios stay.
+            record("glibc", 1, 2, Some(2.0)),
+            record("slab", 1, 2, Some(4.0)),
+            record("glibc", 2, 2, Some(2.0)),
+            record("slab", 2, 2, None),
+        ];
+        let allocs = ["glibc", "slab"].map(String::from);
+        let rows = summarize(&records, &["xfer".into()], &[1, 2], &allocs);
+        let slab_1 = &rows[1];
+        assert_eq!((slab_1.alloc.as_str(), slab_1.threads, slab_1.reps_ok), ("slab", 1, 2));
+        assert_eq!(slab_1.wall_vs_glibc, Some(Spread { median: 2.0, min: 2.0, max: 2.0 }));
+        let slab_2 = &rows[3];
+        assert_eq!((slab_2.reps_ok, slab_2.reps), (1, 2));
+        // Only repetition 1 has both: 1.0 / 1.0.
+        assert_eq!(slab_2.wall_vs_glibc.map(|s| s.median), Some(1.0));
+        // slab: 2000 ops/s at 2 threads against 500 and 250 at 1.
+        let (of_medians, per_rep) = slab_2.scaling.expect("slab ran at both counts");
+        assert_eq!(of_medians, 2000.0 / 375.0);
+        assert_eq!(per_rep, 4.0);
+        let text = tables(&rows);
+        assert!(text.contains("| xfer | 2 | slab | 1/2 | 2.00k | 1000.00 | 10.0 | 20.0 | - | 1.00 (1.00..1.00) |"));
+        assert!(text.contains("| xfer | 2 | glibc | 2.00 | 2.00 |"));
+    }
+}
