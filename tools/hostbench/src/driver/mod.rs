@@ -367,7 +367,9 @@ mod tests {
             "elapsed_seconds":2.0,"cycles_per_op_median":3.0,"timestamp_hz":1e9}"#;
         assert_eq!(check_cell(&bench(good), &cell), Ok(()));
         let other_alloc = good.replace("\"slab\"", "\"glibc\"");
-        assert!(check_cell(&bench(&other_alloc), &cell).unwrap_err().contains("alloc Some(\"glibc\")"));
+        assert!(
+            check_cell(&bench(&other_alloc), &cell).unwrap_err().contains("alloc Some(\"glibc\")")
+        );
         let other_threads = good.replace("\"threads\":2", "\"threads\":1");
         assert_eq!(
             check_cell(&bench(&other_threads), &cell),
@@ -384,7 +386,8 @@ mod tests {
     fn cells_run_repetitions_outermost_and_allocators_innermost() {
         let allocs = ["glibc", "slab"].map(String::from);
         let cells = cells(&allocs, &["local".into()], &[1, 2], 2);
-        let order: Vec<String> = cells.iter().map(|c| format!("{}{}{}", c.rep, c.threads, c.alloc)).collect();
+        let order: Vec<String> =
+            cells.iter().map(|c| format!("{}{}{}", c.rep, c.threads, c.alloc)).collect();
         assert_eq!(
             order,
             ["11glibc", "11slab", "12glibc", "12slab", "21glibc", "21slab", "22glibc", "22slab"]

@@ -271,7 +271,9 @@ mod tests {
         assert_eq!(of_medians, 2000.0 / 375.0);
         assert_eq!(per_rep, 4.0);
         let text = tables(&rows);
-        assert!(text.contains("| xfer | 2 | slab | 1/2 | 2.00k | 1000.00 | 10.0 | 20.0 | - | 1.00 (1.00..1.00) |"));
+        assert!(text.contains(
+            "| xfer | 2 | slab | 1/2 | 2.00k | 1000.00 | 10.0 | 20.0 | - | 1.00 (1.00..1.00) |"
+        ));
         assert!(text.contains("| xfer | 2 | glibc | 2.00 | 2.00 |"));
     }
 }
