@@ -4,7 +4,9 @@
 //! the allocation stress. No deadlock, no corruption, no leak; the handler
 //! allocations are counted per CPU and must reach a fixed number. Run in
 //! both modes: `cargo test --test irq_alloc -- --smp 4` (slab) and
-//! `cargo test --test irq_alloc -- --smp 4 alloc=locked`.
+//! `cargo test --test irq_alloc -- --smp 4 alloc=locked`. With a plain
+//! allocator (`alloc=lockedheap`, ...) the allocating test is ignored
+//! (`Needs::InterruptSafeHeap`).
 #![no_std]
 #![no_main]
 #![feature(custom_test_frameworks)]
@@ -21,6 +23,7 @@ use kernel::{
     jobs::stress,
     println, smp,
     smp::MAX_CPUS,
+    testing::{Needs, Test},
     time::{self, Stopwatch},
     timer::{self, TickWork},
 };
@@ -266,7 +269,15 @@ fn timer_ticks_at_the_calibrated_rate_on_every_cpu() {
 const SLOWEST_MEDIAN_NUM: u64 = 7;
 const SLOWEST_MEDIAN_DEN: u64 = 4;
 
+/// A plain allocator does not mask interrupts around its lock: a tick
+/// landing inside an allocation would spin for ever on its own CPU's lock.
 #[test_case]
+const TIMER_INTERRUPTS_ALLOCATE_ON_EVERY_CPU_DURING_THE_STRESS: Test = Test::new(
+    "timer_interrupts_allocate_on_every_cpu_during_the_stress",
+    timer_interrupts_allocate_on_every_cpu_during_the_stress,
+)
+.needs(&[Needs::InterruptSafeHeap]);
+
 fn timer_interrupts_allocate_on_every_cpu_during_the_stress() {
     let free_before = stress::drained_free_bytes();
     let uncached_before = heap::stats().total.uncached_small_ops;

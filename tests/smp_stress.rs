@@ -2,7 +2,8 @@
 //! each CPU (distinct values per CPU, contents checked), frees on another
 //! CPU than the allocation, a storm of mixed sizes and alignments, and the
 //! heap's books afterwards. Run in both modes: `cargo test --test smp_stress`
-//! (slab) and `cargo test --test smp_stress -- alloc=locked`.
+//! (slab) and `cargo test --test smp_stress -- alloc=locked`, and with a
+//! plain allocator (`alloc=lockedheap`), whose books are its free bytes.
 #![no_std]
 #![no_main]
 #![feature(custom_test_frameworks)]
@@ -14,6 +15,7 @@ use kernel::{
     boot::BootInfo,
     heap::{self, Checking, Mode},
     jobs::stress,
+    testing::{Needs, Test},
 };
 
 kernel::entry_point!(main);
@@ -54,13 +56,17 @@ fn mixed_sizes_and_alignments_storm() {
 }
 
 #[test_case]
+const CROSS_CPU_FREES_ARE_COUNTED_IN_SLAB_MODE: Test =
+    Test::new("cross_cpu_frees_are_counted_in_slab_mode", cross_cpu_frees_are_counted_in_slab_mode)
+        .needs(&[Needs::HeapCounters]);
+
 fn cross_cpu_frees_are_counted_in_slab_mode() {
     let before = heap::stats();
     stress::frees_on_the_next_cpu();
     let after = heap::stats();
     let counted = after.total.cross_cpu_frees - before.total.cross_cpu_frees;
     let cpus = after.cpus as u64;
-    let expected = if cpus > 1 && after.mode == Mode::Slab {
+    let expected = if cpus > 1 && after.mode == Some(Mode::Slab) {
         cpus * stress::CROSS_CPU_OBJECTS as u64
     } else {
         0
@@ -81,9 +87,11 @@ fn every_case_leaves_the_heap_as_it_found_it() {
     }
     let after = heap::stats();
     match (after.mode, heap::heap().checking()) {
-        (Mode::Slab, Checking::Off) => stress::assert_batching_bound(&before, &after),
-        // The baseline, and heap checking, take the lock for every operation.
-        _ => {
+        (Some(Mode::Slab), Checking::Off) => stress::assert_batching_bound(&before, &after),
+        // A plain allocator keeps no counts: the books below are all.
+        (None, _) => {}
+        // Locked mode, and heap checking, take the lock for every operation.
+        (Some(_), _) => {
             let ops = after.total.small_ops + after.total.large_ops
                 - before.total.small_ops
                 - before.total.large_ops;

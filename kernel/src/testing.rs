@@ -65,11 +65,21 @@ pub enum Needs {
     /// At least this many CPUs online.
     Cpus(usize),
     /// The per-CPU caches in use: a slab allocator (`alloc=slab`,
-    /// `slab-talc`, `slab-buddy`) without heap checking (which closes them).
+    /// `slab-talc`, `slab-buddy`, `slab-rlsf`) without heap checking (which
+    /// closes them).
     CpuCaches,
     /// Timestamp ticks that count instructions, one each (QEMU's
     /// `-icount shift=0`: the runner's `--accel icount`).
     InstructionCounting,
+    /// A heap an interrupt handler may allocate from: the slab-core heap
+    /// (every `alloc=` but the plain ones), which masks interrupts around
+    /// its lock. A plain allocator's handler would spin for ever on the
+    /// lock its own CPU holds.
+    InterruptSafeHeap,
+    /// The slab-core heap's counters, modes and checks (lock counts, cache
+    /// figures, `heapcheck`): every `alloc=` but the plain ones, which keep
+    /// none.
+    HeapCounters,
 }
 
 impl Needs {
@@ -78,9 +88,12 @@ impl Needs {
         match self {
             Self::Cpus(cpus) => smp::online_cpus() >= cpus,
             Self::CpuCaches => {
-                heap::heap().mode() == Mode::Slab && heap::heap().checking() == Checking::Off
+                slab_core_heap()
+                    && heap::heap().mode() == Mode::Slab
+                    && heap::heap().checking() == Checking::Off
             }
             Self::InstructionCounting => (time::ticks_per_instruction() - 1.0).abs() < 1e-3,
+            Self::InterruptSafeHeap | Self::HeapCounters => slab_core_heap(),
         }
     }
 }
@@ -103,8 +116,23 @@ impl fmt::Display for Needs {
                 "needs timestamp ticks that count instructions (--accel icount), {:.4} ticks per instruction here",
                 time::ticks_per_instruction()
             ),
+            Self::InterruptSafeHeap => write!(
+                f,
+                "needs a heap that interrupt handlers may allocate from (a slab-core allocator: alloc=slab, locked, ...), running the plain alloc={}, which does not mask interrupts",
+                crate::boot::info().allocator.name
+            ),
+            Self::HeapCounters => write!(
+                f,
+                "needs the slab-core heap's counters and checks (alloc=slab, locked, ...), running the plain alloc={}, which keeps none",
+                crate::boot::info().allocator.name
+            ),
         }
     }
+}
+
+/// Whether the slab-core heap serves (not a plain allocator).
+fn slab_core_heap() -> bool {
+    !crate::boot::info().allocator.is_plain()
 }
 
 /// A test that returns and needs something of the machine:
@@ -264,12 +292,24 @@ static RUNNING_NAME: spin::Mutex<&str> = spin::Mutex::new("");
 static RUNNING_OUTCOME: AtomicU8 = AtomicU8::new(Outcome::Returns as u8);
 static RUNNING_EXPECTED_PANIC: spin::Mutex<ExpectedPanic> = spin::Mutex::new(ExpectedPanic::ANY);
 
+/// What every test of this binary needs, besides its own needs.
+static BINARY_NEEDS: spin::Mutex<&'static [Needs]> = spin::Mutex::new(&[]);
+
+/// Declares what every test of the binary needs (call it in `main`, before
+/// `test_main`): where it is missing, each test is reported `[Ignored]`
+/// with the reason. Returns whether the machine has it all.
+pub fn binary_needs(needs: &'static [Needs]) -> bool {
+    *BINARY_NEEDS.lock() = needs;
+    needs.iter().all(|need| need.met())
+}
+
 /// The test runner every kernel test binary names with `#![test_runner]`.
 pub fn run_tests(tests: &[&dyn Testable]) {
     let first = cmdline::get().get("test_skip").and_then(|n| n.parse().ok()).unwrap_or(0);
     crate::println!("running {} tests", tests.len());
+    let binary_needs = *BINARY_NEEDS.lock();
     for (index, test) in tests.iter().enumerate().skip(first) {
-        if let Some(unmet) = test.needs().iter().find(|need| !need.met()) {
+        if let Some(unmet) = binary_needs.iter().chain(test.needs()).find(|need| !need.met()) {
             crate::println!("Initiating test {index:#04x} {}... [Ignored] ({unmet})", test.name());
             continue;
         }

@@ -275,8 +275,10 @@ impl CpuSummary {
 /// it in a static or on a big enough stack).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeapStats {
-    /// The heap's mode.
-    pub mode: Mode,
+    /// The heap's mode; `None` for an allocator other than `SlabHeap`
+    /// that keeps no counters ([`HeapStats::uncounted`]): the JSON's
+    /// `mode` is then `"plain"` and every counter in it is null.
+    pub mode: Option<Mode>,
     /// The allocator's name as the user chose it (the kernel's `alloc=`,
     /// e.g. `slab-talc`), if the embedder set one; the JSON's `alloc` key
     /// falls back to the mode's name.
@@ -293,7 +295,7 @@ pub struct HeapStats {
 impl HeapStats {
     pub(crate) fn new(mode: Mode, heap: HeapUsage, cpus: usize) -> Self {
         Self {
-            mode,
+            mode: Some(mode),
             allocator: None,
             cpus: cpus.min(MAX_CPUS),
             heap,
@@ -307,6 +309,37 @@ impl HeapStats {
         if let Some(slot) = self.per_cpu.get_mut(summary.cpu) {
             *slot = summary;
         }
+    }
+
+    /// The figures of an allocator that keeps no counters (a plain global
+    /// allocator): its used and free bytes only. The counters read 0 here
+    /// and null in the JSON; `heap.peak_bytes` and `heap.slabs` too.
+    pub fn uncounted(used_bytes: usize, free_bytes: usize, cpus: usize) -> Self {
+        let mut stats = Self::new(
+            Mode::Locked,
+            HeapUsage { used_bytes, free_bytes, peak_bytes: 0, slabs: 0 },
+            cpus,
+        );
+        stats.mode = None;
+        for (cpu, summary) in stats.per_cpu.iter_mut().enumerate() {
+            summary.cpu = cpu;
+        }
+        stats
+    }
+
+    /// Whether the counters were kept (a `SlabHeap`'s figures).
+    pub fn counted(&self) -> bool {
+        self.mode.is_some()
+    }
+
+    /// The `mode` key's value: the mode's name, or `plain`.
+    pub fn mode_name(&self) -> &'static str {
+        self.mode.map_or(PLAIN_MODE_NAME, Mode::name)
+    }
+
+    /// The allocator's name, or the mode's.
+    pub fn alloc_name(&self) -> &'static str {
+        self.allocator.unwrap_or(self.mode_name())
     }
 
     /// Each online CPU's totals.
@@ -325,11 +358,15 @@ impl HeapStats {
     /// array of objects with `cpu` and the same per-CPU figures in the same
     /// order.
     pub fn write_json(&self, out: &mut dyn fmt::Write) -> fmt::Result {
-        let alloc = self.allocator.unwrap_or(self.mode.name());
+        let counted = self.counted();
+        // A counter's value, or null when none were kept.
+        let n = |value: u64| Kept(counted.then_some(value));
+        let bytes = |value: usize| n(value as u64);
         write!(
             out,
-            "{{\"alloc\":\"{alloc}\",\"mode\":\"{}\",\"cpus\":{}",
-            self.mode.name(),
+            "{{\"alloc\":\"{}\",\"mode\":\"{}\",\"cpus\":{}",
+            self.alloc_name(),
+            self.mode_name(),
             self.cpus
         )?;
         let t = &self.total;
@@ -337,31 +374,33 @@ impl HeapStats {
             out,
             ",\"small_ops\":{},\"cache_hits\":{},\"lock_acquisitions\":{},\"lock_contended\":{}\
              ,\"lock_wait_cycles\":{},\"lock_hold_cycles\":{}",
-            t.small_ops,
-            t.cache_hits,
-            t.lock.acquisitions,
-            t.lock.contended,
-            t.lock.wait_cycles,
-            t.lock.hold_cycles
+            n(t.small_ops),
+            n(t.cache_hits),
+            n(t.lock.acquisitions),
+            n(t.lock.contended),
+            n(t.lock.wait_cycles),
+            n(t.lock.hold_cycles)
         )?;
         write!(
             out,
             ",\"heap_used_bytes\":{},\"heap_free_bytes\":{},\"heap_peak_bytes\":{}",
-            self.heap.used_bytes, self.heap.free_bytes, self.heap.peak_bytes
+            self.heap.used_bytes,
+            self.heap.free_bytes,
+            bytes(self.heap.peak_bytes)
         )?;
         write!(
             out,
             ",\"cached_bytes\":{},\"cross_cpu_frees\":{},\"lock_max_wait_cycles\":{}\
              ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"slabs\":{}\
              ,\"uncached_small_ops\":{},\"per_cpu\":[",
-            t.cached_bytes,
-            t.cross_cpu_frees,
-            t.lock.max_wait_cycles,
-            t.refills,
-            t.flushes,
-            t.large_ops,
-            self.heap.slabs,
-            t.uncached_small_ops
+            n(t.cached_bytes),
+            n(t.cross_cpu_frees),
+            n(t.lock.max_wait_cycles),
+            n(t.refills),
+            n(t.flushes),
+            n(t.large_ops),
+            bytes(self.heap.slabs),
+            n(t.uncached_small_ops)
         )?;
         for (i, cpu) in self.per_cpu().iter().enumerate() {
             if i > 0 {
@@ -374,19 +413,19 @@ impl HeapStats {
                  ,\"cached_bytes\":{},\"cross_cpu_frees\":{},\"lock_max_wait_cycles\":{}\
                  ,\"refills\":{},\"flushes\":{},\"large_ops\":{},\"uncached_small_ops\":{}}}",
                 cpu.cpu,
-                cpu.small_ops,
-                cpu.cache_hits,
-                cpu.lock.acquisitions,
-                cpu.lock.contended,
-                cpu.lock.wait_cycles,
-                cpu.lock.hold_cycles,
-                cpu.cached_bytes,
-                cpu.cross_cpu_frees,
-                cpu.lock.max_wait_cycles,
-                cpu.refills,
-                cpu.flushes,
-                cpu.large_ops,
-                cpu.uncached_small_ops
+                n(cpu.small_ops),
+                n(cpu.cache_hits),
+                n(cpu.lock.acquisitions),
+                n(cpu.lock.contended),
+                n(cpu.lock.wait_cycles),
+                n(cpu.lock.hold_cycles),
+                n(cpu.cached_bytes),
+                n(cpu.cross_cpu_frees),
+                n(cpu.lock.max_wait_cycles),
+                n(cpu.refills),
+                n(cpu.flushes),
+                n(cpu.large_ops),
+                n(cpu.uncached_small_ops)
             )?;
         }
         out.write_str("]}")
@@ -401,6 +440,21 @@ impl HeapStats {
             }
         }
         Json(self)
+    }
+}
+
+/// The `mode` of figures from an allocator that keeps no counters.
+const PLAIN_MODE_NAME: &str = "plain";
+
+/// A counter in the JSON: its value, or `null` when it was not kept.
+struct Kept(Option<u64>);
+
+impl fmt::Display for Kept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, "{value}"),
+            None => f.write_str("null"),
+        }
     }
 }
 
@@ -434,10 +488,20 @@ impl fmt::Write for Cursor<'_> {
 impl fmt::Display for HeapStats {
     /// The heap line and a table with one row per CPU and a total row.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.counted() {
+            return writeln!(
+                f,
+                "heap: alloc {} (plain: keeps no counters), {} cpus, used {} B, free {} B",
+                self.alloc_name(),
+                self.cpus,
+                self.heap.used_bytes,
+                self.heap.free_bytes
+            );
+        }
         writeln!(
             f,
             "heap: mode {}, {} cpus, used {} B, free {} B, peak {} B, {} slabs",
-            self.mode,
+            self.mode_name(),
             self.cpus,
             self.heap.used_bytes,
             self.heap.free_bytes,
@@ -589,6 +653,44 @@ mod tests {
         assert_eq!(json, expected);
         assert!(!json.contains('\n'));
         assert_eq!(std::format!("{}", sample().json()), expected);
+    }
+
+    #[test]
+    fn uncounted_figures_have_the_same_keys_with_null_counters() {
+        let mut stats = HeapStats::uncounted(100, 900, 2);
+        stats.allocator = Some("lockedheap");
+        let mut json = String::new();
+        stats.write_json(&mut json).unwrap();
+        let mut counted = String::new();
+        sample().write_json(&mut counted).unwrap();
+        let keys = |text: &str| -> std::vec::Vec<std::string::String> {
+            text.split('"').skip(1).step_by(2).map(std::string::String::from).collect()
+        };
+        // The same keys in the same order (values aside: `alloc` and
+        // `mode` are strings in both).
+        let strip =
+            |keys: std::vec::Vec<std::string::String>| -> std::vec::Vec<std::string::String> {
+                keys.into_iter()
+                    .filter(|k| !["lockedheap", "plain", "slab"].contains(&k.as_str()))
+                    .collect()
+            };
+        assert_eq!(strip(keys(&json)), strip(keys(&counted)));
+        assert!(
+            json.starts_with(r#"{"alloc":"lockedheap","mode":"plain","cpus":2,"small_ops":null,"#),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#""heap_used_bytes":100,"heap_free_bytes":900,"heap_peak_bytes":null,"#),
+            "{json}"
+        );
+        assert!(json.contains(r#"{"cpu":1,"small_ops":null,"#), "{json}");
+        let values = json.replace(r#""cpu":0,"#, "");
+        assert!(!values.contains(":0,") && !values.contains(":0}"), "no counter reads 0: {json}");
+        let text = std::format!("{stats}");
+        assert_eq!(
+            text,
+            "heap: alloc lockedheap (plain: keeps no counters), 2 cpus, used 100 B, free 900 B\n"
+        );
     }
 
     #[test]

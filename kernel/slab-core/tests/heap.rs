@@ -200,7 +200,7 @@ fn locked_mode_sends_everything_to_the_backend_and_switches_only_when_empty() {
         unsafe { heap.dealloc(block, l) };
     }
     let stats = heap.stats();
-    assert_eq!(stats.mode, Mode::Locked);
+    assert_eq!(stats.mode, Some(Mode::Locked));
     assert_eq!(stats.total.small_ops, 80);
     assert_eq!(stats.total.cache_hits, 0);
     assert!(stats.total.lock.acquisitions >= 80);

@@ -7,10 +7,11 @@
 //! (`try_reserve`, a raw `alloc` returning null) never get here.
 use core::{alloc::Layout, fmt};
 
-use super::{HeapStats, heap};
+use super::{HeapStats, stats};
 use crate::{
     ExitCode, arch, console,
     exit::exit,
+    json::JsonOption,
     panic::{FatalReport, claim_fatal_report},
     smp, testing,
 };
@@ -32,7 +33,7 @@ fn heap_exhausted(layout: Layout) -> ! {
     }
     // The figures first, while the other CPUs still run: one of them may
     // hold the heap's lock, and only a running CPU lets it go.
-    let stats = heap().stats();
+    let stats = stats();
     smp::stop_other_cpus();
     console::write_fmt_for_panic(format_args!("{}", Report { cpu, layout, stats: &stats }));
     if !testing::heap_exhaustion_was_expected() {
@@ -53,32 +54,40 @@ impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self { cpu, layout, stats } = self;
         let usage = &stats.heap;
+        // A plain allocator keeps no peak and no caches: null.
+        let kept = |value: u64| JsonOption(stats.counted().then_some(value));
         writeln!(
             f,
             "heap exhausted: cpu {cpu} could not allocate {} bytes aligned to {} (alloc={}, {} bytes used, {} free, {} cached by CPUs)",
             layout.size(),
             layout.align(),
-            stats.mode.name(),
+            stats.alloc_name(),
             usage.used_bytes,
             usage.free_bytes,
-            stats.total.cached_bytes
+            kept(stats.total.cached_bytes)
         )?;
         write!(
             f,
-            "HEAP-EXHAUSTED {{\"cpu\":{cpu},\"size\":{},\"align\":{},\"alloc\":\"{}\",\"heap_used_bytes\":{},\"heap_free_bytes\":{},\"heap_peak_bytes\":{},\"cached_bytes\":{},\"cached_bytes_per_cpu\":[",
+            "HEAP-EXHAUSTED {{\"cpu\":{cpu},\"size\":{},\"align\":{},\"alloc\":\"{}\",\"heap_used_bytes\":{},\"heap_free_bytes\":{},\"heap_peak_bytes\":{},\"cached_bytes\":{},\"cached_bytes_per_cpu\":",
             layout.size(),
             layout.align(),
-            stats.mode.name(),
+            stats.alloc_name(),
             usage.used_bytes,
             usage.free_bytes,
-            usage.peak_bytes,
-            stats.total.cached_bytes
+            kept(usage.peak_bytes as u64),
+            kept(stats.total.cached_bytes)
         )?;
-        for (i, summary) in stats.per_cpu().iter().enumerate() {
-            let comma = if i == 0 { "" } else { "," };
-            write!(f, "{comma}{}", summary.cached_bytes)?;
+        if stats.counted() {
+            f.write_str("[")?;
+            for (i, summary) in stats.per_cpu().iter().enumerate() {
+                let comma = if i == 0 { "" } else { "," };
+                write!(f, "{comma}{}", summary.cached_bytes)?;
+            }
+            f.write_str("]")?;
+        } else {
+            f.write_str("null")?;
         }
-        writeln!(f, "]}}")?;
+        writeln!(f, "}}")?;
         writeln!(f, "HEAPSTATS {}", stats.json())
     }
 }

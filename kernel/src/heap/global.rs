@@ -1,6 +1,8 @@
 //! The global allocator instance, its set-up at boot from the command line
-//! (`heap=SIZE`, `alloc=slab|locked|...`, `heapcheck=on|off`), and its
-//! reports.
+//! (`heap=SIZE`, `alloc=slab|locked|lockedheap|...`, `heapcheck=on|off`),
+//! and its reports. Every call goes to the slab-core heap, or, when a plain
+//! allocator was chosen at boot, to `plain.rs` after one byte compare (a
+//! never-taken branch for the slab heap).
 use core::{
     alloc::{GlobalAlloc, Layout},
     ptr,
@@ -8,13 +10,16 @@ use core::{
 
 use spin::Once;
 
-use super::{AllocatorChoice, HeapBackend, KernelHeap, KernelPlatform, backend::ALLOCATORS};
+use super::{
+    AllocatorChoice, AllocatorKind, HeapBackend, KernelHeap, KernelPlatform, backend::ALLOCATORS,
+    plain,
+};
 use crate::{
     cmdline::Cmdline,
     console,
     memory::heap_region::{self, HeapSetupError},
 };
-use slab_core::{Checking, HeapStats};
+use slab_core::{Checking, HeapStats, HeapUsage};
 
 /// The allocator when the command line names none.
 const DEFAULT_ALLOCATOR: &str = "slab";
@@ -24,7 +29,8 @@ const DEFAULT_ALLOCATOR: &str = "slab";
 /// heap region before they reach the allocator.
 const ALWAYS_PLAUSIBLE_BYTES: usize = 4096;
 
-/// `SlabHeap` as Rust's global allocator, with the region it manages.
+/// `SlabHeap` as Rust's global allocator, with the region it manages (or,
+/// chosen at boot, a plain allocator over that region: `plain.rs`).
 struct GlobalHeap(KernelHeap, Once<HeapRegion>);
 
 #[global_allocator]
@@ -64,21 +70,32 @@ impl GlobalHeap {
     }
 }
 
-// SAFETY: `SlabHeap::alloc` returns null or a block valid for the layout
-// that overlaps no live block; `dealloc` and `realloc` are forwarded with
-// the caller's guarantees, which are exactly `SlabHeap`'s requirements;
-// the region check only turns requests into null.
+// SAFETY: `SlabHeap::alloc` and the plain allocators return null or a block
+// valid for the layout that overlaps no live block; `dealloc` and `realloc`
+// are forwarded with the caller's guarantees, which are exactly `SlabHeap`'s
+// and `GlobalAlloc`'s requirements, to the allocator that served the block
+// (the choice is made once at boot, before any allocation); the region
+// check only turns requests into null.
 unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if !self.could_ever_serve(layout) {
             return ptr::null_mut();
         }
+        if plain::is_active() {
+            // SAFETY: forwarded: a layout of non-zero size (the caller's).
+            return unsafe { plain::alloc(layout) };
+        }
         self.0.alloc(layout)
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if plain::is_active() {
+            // SAFETY: forwarded: `ptr` came from the plain allocator (the
+            // only one since boot) with `layout`.
+            return unsafe { plain::dealloc(ptr, layout) };
+        }
         // SAFETY: forwarded: `ptr` came from this allocator with `layout`.
         unsafe { self.0.dealloc(ptr, layout) }
     }
@@ -90,13 +107,18 @@ unsafe impl GlobalAlloc for GlobalHeap {
         if !self.could_ever_serve(new_layout) {
             return ptr::null_mut();
         }
+        if plain::is_active() {
+            // SAFETY: forwarded, as below.
+            return unsafe { plain::realloc(ptr, layout, new_size) };
+        }
         // SAFETY: forwarded: `ptr` came from this allocator with `layout`
         // and `new_size` is non-zero and fits `isize` when aligned.
         unsafe { self.0.realloc(ptr, layout, new_size) }
     }
 }
 
-/// The kernel heap.
+/// The slab-core heap (empty and unused when a plain allocator serves:
+/// ask [`stats`] and [`usage`] for the figures of whichever serves).
 pub fn heap() -> &'static KernelHeap {
     &HEAP.0
 }
@@ -107,6 +129,8 @@ pub enum HeapInitError {
     Region(HeapSetupError),
     UnknownMode(&'static str),
     UnknownChecking(&'static str),
+    /// `heapcheck=on` with a plain allocator, which cannot check.
+    CheckingNeedsSlabCore(&'static str),
 }
 
 impl core::fmt::Display for HeapInitError {
@@ -121,6 +145,12 @@ impl core::fmt::Display for HeapInitError {
                 f.write_str(")")
             }
             Self::UnknownChecking(value) => write!(f, "heapcheck={value}: expected on or off"),
+            Self::CheckingNeedsSlabCore(name) => write!(
+                f,
+                "heapcheck=on needs the slab-core heap's checks, but alloc={name} is a plain allocator \
+                 without them: drop heapcheck=on, or pick a slab-core allocator (alloc=slab, locked, \
+                 locked-talc, ...)"
+            ),
         }
     }
 }
@@ -138,24 +168,57 @@ pub fn init(cmdline: &Cmdline) -> Result<(AllocatorChoice, usize), HeapInitError
         Some(value) => Checking::from_name(value).ok_or(HeapInitError::UnknownChecking(value))?,
         None => Checking::Off,
     };
+    if choice.is_plain() && checking == Checking::On {
+        return Err(HeapInitError::CheckingNeedsSlabCore(choice.name));
+    }
     let (start, length) = heap_region::map(bytes).map_err(HeapInitError::Region)?;
-    HEAP.0.with_backend(|backend| {
-        // SAFETY: `heap_region::map` just mapped `start..start + length`,
-        // writable, for the heap alone; nothing else uses that range.
-        *backend = unsafe { HeapBackend::over(choice.backend, start as *mut u8, length) };
-    });
     HEAP.1.call_once(|| HeapRegion { start, end: start + length });
-    HEAP.0.set_mode(choice.mode).expect("the heap is empty at boot, so its mode can be set");
     ALLOCATOR_NAME.call_once(|| choice.name);
-    HEAP.0.set_checking(checking).expect("the heap is empty at boot, so checking can be set");
+    match choice.kind {
+        AllocatorKind::SlabCore { mode, backend: kind } => {
+            HEAP.0.with_backend(|backend| {
+                // SAFETY: `heap_region::map` just mapped `start..start + length`,
+                // writable, for the heap alone; nothing else uses that range.
+                *backend = unsafe { HeapBackend::over(kind, start as *mut u8, length) };
+            });
+            HEAP.0.set_mode(mode).expect("the heap is empty at boot, so its mode can be set");
+            HEAP.0
+                .set_checking(checking)
+                .expect("the heap is empty at boot, so checking can be set");
+        }
+        // SAFETY: as above; and nothing has allocated yet (boot).
+        AllocatorKind::Plain(kind) => unsafe { plain::init(kind, start as *mut u8, length) },
+    }
     Ok((choice, length))
 }
 
-/// A snapshot of the heap's statistics.
+/// A snapshot of the heap's statistics: the slab-core heap's, or a plain
+/// allocator's used and free bytes with no counters
+/// ([`HeapStats::uncounted`]).
 pub fn stats() -> HeapStats {
-    let mut stats = HEAP.0.stats();
+    let mut stats = if plain::is_active() {
+        let usage = plain::usage();
+        HeapStats::uncounted(usage.used_bytes, usage.free_bytes, crate::smp::online_cpus())
+    } else {
+        HEAP.0.stats()
+    };
     stats.allocator = ALLOCATOR_NAME.get().copied();
     stats
+}
+
+/// The heap's usage now (a plain allocator's read under its lock; it keeps
+/// no peak or slabs, which read 0).
+pub fn usage() -> HeapUsage {
+    if plain::is_active() {
+        let usage = plain::usage();
+        HeapUsage {
+            used_bytes: usage.used_bytes,
+            free_bytes: usage.free_bytes,
+            ..HeapUsage::default()
+        }
+    } else {
+        HEAP.0.usage()
+    }
 }
 
 /// The `alloc=` choice, for the stats' `alloc` key (set once at boot).
@@ -170,7 +233,7 @@ struct ReportLines;
 
 impl core::fmt::Display for ReportLines {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        HEAP.0.write_report(f)
+        if plain::is_active() { write!(f, "{}", stats()) } else { HEAP.0.write_report(f) }
     }
 }
 

@@ -114,6 +114,15 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
             return ExitCode::Failure;
         }
     };
+    if boot.allocator.is_plain()
+        && let Some(why) = needs_heap_counters(workload, trace)
+    {
+        println!(
+            "bench: {why}, which alloc={} (a plain allocator) does not keep: use a slab-core allocator (alloc=slab, locked, locked-talc, ...) or another workload",
+            boot.allocator.name
+        );
+        return ExitCode::Failure;
+    }
     let leak_check = mimalloc_bench::PORTS.contains(&workload);
     let free_bytes_before = leak_check.then(stress::drained_free_bytes);
     // The workload's own cost, without the allocator, on this CPU alone.
@@ -162,6 +171,17 @@ pub fn run_job(boot: &'static BootInfo) -> ExitCode {
         );
     }
     ExitCode::Success
+}
+
+/// Why a run needs the slab-core heap's counters, if it does: `seed` and
+/// `mixed` count their operations with them, `trace=on` records its lock.
+fn needs_heap_counters(workload: &str, trace: bool) -> Option<&'static str> {
+    match workload {
+        "seed" => Some("workload=seed counts its operations with the heap's counters"),
+        "mixed" => Some("workload=mixed counts its operations with the heap's counters"),
+        _ if trace => Some("trace=on records the slab-core heap's global lock"),
+        _ => None,
+    }
 }
 
 fn workload_body(name: &str) -> Option<fn(usize, u64) -> CpuRun> {
@@ -486,7 +506,8 @@ struct Report<'a> {
     /// `local` on one CPU: each operation counted between markers, and
     /// whether the hand-counted sequences counted right.
     exact: Option<(exact::ExactCounts, Result<(), exact::Miscount>)>,
-    delta: Delta,
+    /// `None` for a plain allocator, which keeps no counters.
+    delta: Option<Delta>,
 }
 
 /// Heap counters over the timed part.
@@ -501,9 +522,13 @@ struct Delta {
 }
 
 impl Delta {
-    fn between(before: &HeapStats, after: &HeapStats) -> Self {
+    /// The counters' change, if the heap keeps counters.
+    fn between(before: &HeapStats, after: &HeapStats) -> Option<Self> {
+        if !after.counted() {
+            return None;
+        }
         let (b, a) = (&before.total, &after.total);
-        Self {
+        Some(Self {
             lock_acquisitions: a.lock.acquisitions - b.lock.acquisitions,
             lock_contended: a.lock.contended - b.lock.contended,
             lock_wait_cycles: a.lock.wait_cycles - b.lock.wait_cycles,
@@ -511,7 +536,7 @@ impl Delta {
             small_ops: a.small_ops - b.small_ops,
             cache_hits: a.cache_hits - b.cache_hits,
             cross_cpu_frees: a.cross_cpu_frees - b.cross_cpu_frees,
-        }
+        })
     }
 }
 
@@ -572,16 +597,23 @@ impl<'a> Report<'a> {
         }
     }
 
-    fn lock_wait_share(&self) -> f64 {
-        self.delta.lock_wait_cycles as f64 / (self.cpus as f64 * self.elapsed_cycles.max(1) as f64)
+    fn lock_wait_share(&self) -> Option<f64> {
+        let delta = self.delta.as_ref()?;
+        Some(delta.lock_wait_cycles as f64 / (self.cpus as f64 * self.elapsed_cycles.max(1) as f64))
     }
 
-    fn cache_hit_rate(&self) -> f64 {
-        if self.delta.small_ops == 0 {
+    fn cache_hit_rate(&self) -> Option<f64> {
+        let delta = self.delta.as_ref()?;
+        Some(if delta.small_ops == 0 {
             0.0
         } else {
-            self.delta.cache_hits as f64 / self.delta.small_ops as f64
-        }
+            delta.cache_hits as f64 / delta.small_ops as f64
+        })
+    }
+
+    /// One counter's change, `None` without counters.
+    fn counted(&self, pick: fn(&Delta) -> u64) -> Option<u64> {
+        self.delta.as_ref().map(pick)
     }
 
     fn print_table(&self) {
@@ -598,15 +630,21 @@ impl<'a> Report<'a> {
             "bench: timestamp ticks per instruction {:.4} (1 under --accel icount)",
             self.ticks_per_instruction
         );
-        println!(
-            "bench: global lock {} acquisitions ({} contended), wait share {:.2}%, hold {} cycles; cache hit rate {:.2}%; {} cross-CPU frees",
-            self.delta.lock_acquisitions,
-            self.delta.lock_contended,
-            self.lock_wait_share() * 100.0,
-            self.delta.lock_hold_cycles,
-            self.cache_hit_rate() * 100.0,
-            self.delta.cross_cpu_frees
-        );
+        match (&self.delta, self.lock_wait_share(), self.cache_hit_rate()) {
+            (Some(delta), Some(wait_share), Some(hit_rate)) => println!(
+                "bench: global lock {} acquisitions ({} contended), wait share {:.2}%, hold {} cycles; cache hit rate {:.2}%; {} cross-CPU frees",
+                delta.lock_acquisitions,
+                delta.lock_contended,
+                wait_share * 100.0,
+                delta.lock_hold_cycles,
+                hit_rate * 100.0,
+                delta.cross_cpu_frees
+            ),
+            _ => println!(
+                "bench: alloc {} is a plain allocator: no lock, cache or cross-CPU counters",
+                self.alloc
+            ),
+        }
         if let (Some(harness), Some(pair)) =
             (self.harness_cycles_per_op, self.allocator_cycles_per_pair())
         {
@@ -657,15 +695,15 @@ impl<'a> Report<'a> {
             2.0 * self.cycles_per_op_median,
             JsonOption(self.harness_cycles_per_op.map(|harness| 2.0 * harness)),
             JsonOption(self.allocator_cycles_per_pair()),
-            self.delta.lock_acquisitions,
-            self.delta.lock_contended,
-            self.delta.lock_wait_cycles,
-            self.delta.lock_hold_cycles,
-            self.lock_wait_share(),
-            self.delta.small_ops,
-            self.delta.cache_hits,
-            self.cache_hit_rate(),
-            self.delta.cross_cpu_frees,
+            JsonOption(self.counted(|d| d.lock_acquisitions)),
+            JsonOption(self.counted(|d| d.lock_contended)),
+            JsonOption(self.counted(|d| d.lock_wait_cycles)),
+            JsonOption(self.counted(|d| d.lock_hold_cycles)),
+            JsonOption(self.lock_wait_share()),
+            JsonOption(self.counted(|d| d.small_ops)),
+            JsonOption(self.counted(|d| d.cache_hits)),
+            JsonOption(self.cache_hit_rate()),
+            JsonOption(self.counted(|d| d.cross_cpu_frees)),
             ExactKeys(self),
         );
     }

@@ -90,6 +90,16 @@ fn a_bad_heapcheck_value_is_a_boot_error_naming_it() {
 }
 
 #[test]
+fn heapcheck_on_with_a_plain_allocator_is_a_boot_error_naming_both() {
+    let run = boot_kernel(&["--smp", "1", "alloc=lockedheap", "heapcheck=on"]);
+    assert_eq!(run.code, Some(1));
+    let line = run
+        .line_containing("boot error: heap: heapcheck=on needs the slab-core heap's checks")
+        .expect("the boot error names heapcheck=on");
+    assert!(line.contains("alloc=lockedheap is a plain allocator"), "boot error: {line}");
+}
+
+#[test]
 fn a_hanging_kernel_test_times_out_with_an_nmi_dump_of_every_cpu() {
     let run = boot_as_test("hanging_test", &["--smp", "2", "--timeout", "5"]);
     assert_eq!(run.code, Some(124), "exit code of a timeout");

@@ -5,7 +5,7 @@ use core::{alloc::Layout, ptr::NonNull};
 use slab_core::{Backend, range_contains};
 
 /// Block orders: up to 2^32 bytes, more than any heap the kernel maps.
-const ORDERS: usize = 33;
+pub const ORDERS: usize = 33;
 
 /// The buddy allocator over the heap region `start..end`.
 pub struct BuddyBackend {

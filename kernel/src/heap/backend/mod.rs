@@ -1,7 +1,8 @@
-//! The backing allocators the heap can sit on, one module each, and the
-//! allocator choices `alloc=` names: each is a front end (per-CPU slab
-//! caches, or none) over one backend, all over the same heap region and
-//! behind the same instrumented global lock, so their figures compare.
+//! The backing allocators the slab-core heap can sit on, one module each,
+//! and the allocator choices `alloc=` names: the slab-core heap (a front
+//! end, per-CPU slab caches or none, over one backend behind the heap's
+//! instrumented global lock), or a plain allocator (`plain.rs`: the crate's
+//! own locked type, uninstrumented). All serve the same heap region.
 mod buddy;
 mod rlsf;
 mod talc;
@@ -10,7 +11,12 @@ use core::{alloc::Layout, ptr::NonNull};
 
 use slab_core::{Backend, Mode};
 
-pub use self::{buddy::BuddyBackend, rlsf::RlsfBackend, talc::TalcBackend};
+pub use self::{
+    buddy::{BuddyBackend, ORDERS as BUDDY_ORDERS},
+    rlsf::{Pool as RlsfPool, RlsfBackend},
+    talc::TalcBackend,
+};
+use super::plain::PlainKind;
 
 /// Which backing allocator serves the heap region.
 #[expect(
@@ -107,29 +113,58 @@ unsafe impl Backend for HeapBackend {
     }
 }
 
+/// What serves the heap for one `alloc=` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// `slab_core::SlabHeap` in `mode` over `backend`: the slab heap, or
+    /// (locked mode) a backend behind the heap's instrumented global lock.
+    SlabCore { mode: Mode, backend: BackendKind },
+    /// A plain allocator: the crate's own locked type, uninstrumented.
+    Plain(PlainKind),
+}
+
 /// One allocator a user can pick with `alloc=NAME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllocatorChoice {
     pub name: &'static str,
-    pub mode: Mode,
-    pub backend: BackendKind,
+    pub kind: AllocatorKind,
+}
+
+/// A slab-core choice.
+const fn slab_core(name: &'static str, mode: Mode, backend: BackendKind) -> AllocatorChoice {
+    AllocatorChoice { name, kind: AllocatorKind::SlabCore { mode, backend } }
+}
+
+/// A plain choice.
+const fn plain(name: &'static str, kind: PlainKind) -> AllocatorChoice {
+    AllocatorChoice { name, kind: AllocatorKind::Plain(kind) }
 }
 
 /// Every allocator `alloc=` accepts.
 pub const ALLOCATORS: &[AllocatorChoice] = &[
-    AllocatorChoice { name: "slab", mode: Mode::Slab, backend: BackendKind::LinkedList },
-    AllocatorChoice { name: "locked", mode: Mode::Locked, backend: BackendKind::LinkedList },
-    AllocatorChoice { name: "talc", mode: Mode::Locked, backend: BackendKind::Talc },
-    AllocatorChoice { name: "buddy", mode: Mode::Locked, backend: BackendKind::Buddy },
-    AllocatorChoice { name: "rlsf", mode: Mode::Locked, backend: BackendKind::Rlsf },
-    AllocatorChoice { name: "slab-talc", mode: Mode::Slab, backend: BackendKind::Talc },
-    AllocatorChoice { name: "slab-buddy", mode: Mode::Slab, backend: BackendKind::Buddy },
-    AllocatorChoice { name: "slab-rlsf", mode: Mode::Slab, backend: BackendKind::Rlsf },
+    slab_core("slab", Mode::Slab, BackendKind::LinkedList),
+    plain("lockedheap", PlainKind::LockedHeap),
+    plain("talc", PlainKind::Talc),
+    plain("buddy", PlainKind::Buddy),
+    plain("rlsf", PlainKind::Rlsf),
+    slab_core("locked", Mode::Locked, BackendKind::LinkedList),
+    slab_core("locked-talc", Mode::Locked, BackendKind::Talc),
+    slab_core("locked-buddy", Mode::Locked, BackendKind::Buddy),
+    slab_core("locked-rlsf", Mode::Locked, BackendKind::Rlsf),
+    slab_core("slab-talc", Mode::Slab, BackendKind::Talc),
+    slab_core("slab-buddy", Mode::Slab, BackendKind::Buddy),
+    slab_core("slab-rlsf", Mode::Slab, BackendKind::Rlsf),
 ];
 
 impl AllocatorChoice {
     /// The allocator named `name`.
     pub fn named(name: &str) -> Option<Self> {
         ALLOCATORS.iter().copied().find(|choice| choice.name == name)
+    }
+
+    /// Whether it is a plain allocator (no slab-core heap: no counters, no
+    /// interrupt masking, no corruption checking).
+    pub fn is_plain(&self) -> bool {
+        matches!(self.kind, AllocatorKind::Plain(_))
     }
 }

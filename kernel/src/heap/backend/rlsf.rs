@@ -17,7 +17,7 @@ const SECOND_LEVELS: usize = 32;
 const USED_HEADER_BYTES: usize = GRANULARITY / 2;
 
 /// rlsf's allocator with the kernel's size classes.
-type Pool = Tlsf<'static, u32, u32, FIRST_LEVELS, SECOND_LEVELS>;
+pub type Pool = Tlsf<'static, u32, u32, FIRST_LEVELS, SECOND_LEVELS>;
 
 /// TLSF over the heap region `start..end`.
 pub struct RlsfBackend {

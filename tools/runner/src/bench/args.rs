@@ -149,8 +149,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", default_value = "1,2,4", value_parser = parse_cpu_list)]
     pub smp: CpuList,
 
-    /// Allocators, comma-separated (as the kernel's alloc= knows them).
-    #[arg(long, value_name = "LIST", default_value = "locked,slab,talc,buddy", value_parser = parse_alloc_list)]
+    /// Allocators, comma-separated (as the kernel's alloc= knows them):
+    /// slab, slab-talc, slab-buddy, slab-rlsf; the plain baselines
+    /// lockedheap, talc, buddy, rlsf; their instrumented stand-ins locked,
+    /// locked-talc, locked-buddy, locked-rlsf.
+    #[arg(long, value_name = "LIST", default_value = "lockedheap,locked,slab,talc,buddy", value_parser = parse_alloc_list)]
     pub alloc: NameList,
 
     /// Workloads, comma-separated: local, xfer, seed, mixed, null, larson,
@@ -307,7 +310,7 @@ mod tests {
         let args = bench(&["target/kernel", "bench"]);
         assert_eq!(args.kernel, PathBuf::from("target/kernel"));
         assert_eq!(args.smp, CpuList(vec![1, 2, 4]));
-        assert_eq!(args.alloc.0, ["locked", "slab", "talc", "buddy"]);
+        assert_eq!(args.alloc.0, ["lockedheap", "locked", "slab", "talc", "buddy"]);
         assert_eq!(args.workload.0, ["local", "xfer"]);
         assert_eq!(args.reps, 3);
         assert_eq!(args.options.ops, None);

@@ -10,16 +10,13 @@ use crate::accel::Accel;
 /// A JSON object, keys in their order.
 pub type Json = Map<String, Value>;
 
-/// BENCH keys every record has (null when the boot failed).
-pub const REQUIRED_NUMBERS: [&str; 7] = [
-    "ops",
-    "ops_per_sec",
-    "cycles_per_op_median",
-    "cycles_per_op_p99",
-    "lock_acquisitions",
-    "lock_wait_share",
-    "cache_hit_rate",
-];
+/// BENCH keys every record has, as numbers (null when the boot failed).
+pub const REQUIRED_NUMBERS: [&str; 4] =
+    ["ops", "ops_per_sec", "cycles_per_op_median", "cycles_per_op_p99"];
+
+/// BENCH keys every record has, as numbers or null: the heap's counters,
+/// which a plain allocator (`alloc=lockedheap`, ...) does not keep.
+pub const REQUIRED_COUNTERS: [&str; 3] = ["lock_acquisitions", "lock_wait_share", "cache_hit_rate"];
 
 /// The first columns of results.csv (and keys of each results.json record),
 /// in order; the kernel's other BENCH keys follow in the order it prints them.
@@ -81,6 +78,13 @@ fn parse_bench_json(text: &str) -> Result<Json, String> {
         match object.get(key) {
             Some(Value::Number(_)) => {}
             Some(_) => return Err(format!("BENCH key '{key}' is not a number")),
+            None => return Err(format!("BENCH record lacks '{key}'")),
+        }
+    }
+    for key in REQUIRED_COUNTERS {
+        match object.get(key) {
+            Some(Value::Number(_) | Value::Null) => {}
+            Some(_) => return Err(format!("BENCH key '{key}' is neither a number nor null")),
             None => return Err(format!("BENCH record lacks '{key}'")),
         }
     }
@@ -283,6 +287,33 @@ pub(crate) mod tests {
         assert!(error.contains("lacks 'ops_per_sec'"), "{error}");
         let line = bench_line("slab", 1, 1.0).replace("\"ops\":20000", "\"ops\":\"many\"");
         let error = parse_bench(&line).unwrap().unwrap_err();
+        assert!(error.contains("'ops' is not a number"), "{error}");
+    }
+
+    #[test]
+    fn a_plain_allocators_null_counters_parse_but_missing_or_text_ones_do_not() {
+        let plain = bench_line("lockedheap", 1, 1.0)
+            .replace("\"lock_acquisitions\":300", "\"lock_acquisitions\":null")
+            .replace("\"lock_wait_share\":0.00625", "\"lock_wait_share\":null")
+            .replace("\"cache_hit_rate\":0.984", "\"cache_hit_rate\":null");
+        let bench = parse_bench(&plain).unwrap().unwrap();
+        assert_eq!(bench["lock_acquisitions"], Value::Null);
+        let record = Record {
+            cell: cell("lockedheap", 1),
+            accel: Accel::Tcg,
+            boot_seconds: 1.0,
+            bench: Ok(bench),
+        };
+        assert_eq!(record.number("lock_acquisitions"), None);
+        assert_eq!(record.number("ops"), Some(20000.0));
+        let missing = plain.replace("\"cache_hit_rate\":null,", "");
+        let error = parse_bench(&missing).unwrap().unwrap_err();
+        assert!(error.contains("lacks 'cache_hit_rate'"), "{error}");
+        let text = plain.replace("\"lock_wait_share\":null", "\"lock_wait_share\":\"none\"");
+        let error = parse_bench(&text).unwrap().unwrap_err();
+        assert!(error.contains("'lock_wait_share' is neither a number nor null"), "{error}");
+        let ops_null = plain.replace("\"ops\":20000", "\"ops\":null");
+        let error = parse_bench(&ops_null).unwrap().unwrap_err();
         assert!(error.contains("'ops' is not a number"), "{error}");
     }
 
