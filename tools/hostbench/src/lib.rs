@@ -1,0 +1,11 @@
+//! The kernel bench's workloads (`kernel/src/jobs/bench.rs` and its
+//! mimalloc-bench ports) on the host's real threads, plus two host-only
+//! workloads, timed with the TSC (docs/host-bench.md). The worker binary
+//! (`hostbench-worker`) is built once per allocator, that allocator as its
+//! `#[global_allocator]`, and runs one cell; the driver (`hostbench`)
+//! builds the workers, runs the matrix and writes the results folder.
+pub mod driver;
+pub mod harness;
+pub mod report;
+pub mod tsc;
+pub mod workloads;

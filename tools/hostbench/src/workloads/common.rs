@@ -1,0 +1,71 @@
+//! What the ports share: Wolfram Gloger's `lran2` generator (larson,
+//! xmalloc-test) and the checked allocation call, as in the kernel's
+//! `mimalloc_bench/common.rs`.
+use core::alloc::Layout;
+
+/// `lran2` (Wolfram Gloger, 1996), as in mimalloc-bench's
+/// `bench/larson/larson.cpp` and `bench/xmalloc-test/random.h`: a
+/// 97-entry shuffle table over a linear congruential generator modulo
+/// 714025. All arithmetic is on C `long` (64-bit), as here.
+pub struct Lran2 {
+    x: i64,
+    y: i64,
+    v: [i64; 97],
+}
+
+const LRAN2_MAX: i64 = 714_025;
+const LRAN2_IA: i64 = 1366;
+const LRAN2_IC: i64 = 150_889;
+
+impl Lran2 {
+    /// `lran2_init(d, seed)`.
+    pub fn new(seed: i64) -> Self {
+        let mut x = ((LRAN2_IC - seed) % LRAN2_MAX).abs();
+        let mut v = [0; 97];
+        for entry in &mut v {
+            x = (LRAN2_IA * x + LRAN2_IC) % LRAN2_MAX;
+            *entry = x;
+        }
+        let x = (LRAN2_IA * x + LRAN2_IC) % LRAN2_MAX;
+        Self { x, y: x, v }
+    }
+
+    /// `lran2(d)`: the next value, in `0..714025`.
+    pub fn draw(&mut self) -> u64 {
+        let j = (self.y % 97) as usize;
+        self.y = self.v[j];
+        self.x = (LRAN2_IA * self.x + LRAN2_IC) % LRAN2_MAX;
+        self.v[j] = self.x;
+        self.y as u64
+    }
+}
+
+/// Allocates `layout` through the global allocator; a failure panics
+/// naming the workload, the thread and the size.
+pub fn allocate(workload: &str, layout: Layout) -> *mut u8 {
+    // SAFETY: every caller's layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    assert!(
+        !ptr.is_null(),
+        "bench {workload}: {}: allocation of {} bytes (align {}) failed",
+        std::thread::current().name().unwrap_or("unnamed"),
+        layout.size(),
+        layout.align()
+    );
+    ptr
+}
+
+/// Frees what [`allocate`] returned.
+///
+/// # Safety
+/// `ptr` came from [`allocate`] (or the global allocator) with `layout`,
+/// is no longer used, and is freed once.
+pub unsafe fn free(ptr: *mut u8, layout: Layout) {
+    // SAFETY: forwarded from the caller.
+    unsafe { std::alloc::dealloc(ptr, layout) }
+}
+
+/// Byte layout with the alignment of `malloc`'s smallest (8).
+pub fn bytes(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).expect("sizes of the ports are small")
+}
