@@ -1,8 +1,8 @@
 //! The global allocator instance, its set-up at boot from the command line
 //! (`heap=SIZE`, `alloc=slab|locked|lockedheap|...`, `heapcheck=on|off`),
-//! and its reports. Every call goes to the slab-core heap, or, when a plain
-//! allocator was chosen at boot, to `plain.rs` after one byte compare (a
-//! never-taken branch for the slab heap).
+//! and its reports. Every call first tries the slab-core heap's inline fast
+//! path; only its cold slow path asks whether a plain allocator was chosen
+//! at boot (`plain.rs`), so the choice costs the slab heap nothing.
 use core::{
     alloc::{GlobalAlloc, Layout},
     ptr,

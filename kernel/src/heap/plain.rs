@@ -5,7 +5,8 @@
 //! trace hook and no `dyn` dispatch. They are the baselines the slab heap
 //! and the instrumented `locked*` variants are measured against
 //! (`docs/benchmarks.md`). The global allocator (`global.rs`) sends every
-//! call here, after one byte compare, when one of them was chosen at boot.
+//! call here from its cold path, once the empty slab-core heap's fast path
+//! has missed, when one of them was chosen at boot.
 //!
 //! What they cannot do: serve an interrupt handler that interrupted an
 //! allocation on its CPU (the handler would spin on a lock its own CPU
@@ -69,8 +70,9 @@ static ACTIVE: BootByte = BootByte(UnsafeCell::new(NONE));
 
 /// A byte written once at boot, before any other CPU can read it, and only
 /// read after: so a plain load, which the compiler folds into one
-/// `cmpb $0, ACTIVE` (an atomic load costs the slab heap's fast paths a
-/// third instruction per call, measured with `tools/exact-counts`).
+/// `cmpb $0, ACTIVE` (an atomic load took a third instruction per call when
+/// this compare stood in front of the slab fast path, measured with
+/// `tools/exact-counts`; it now costs only the plain allocators' calls).
 struct BootByte(UnsafeCell<u8>);
 
 // SAFETY: the byte is written only by `init`, on the bootstrap CPU during
@@ -131,10 +133,9 @@ unsafe impl GlobalAlloc for LockedTlsf {
     }
 }
 
-/// Whether a plain allocator was chosen at boot. Checked on every heap
-/// call, so it is one byte compare (`cmpb`, then a branch the slab heap
-/// never takes); every other function here is `#[cold]`, kept out of the
-/// slab heap's fast paths.
+/// Whether a plain allocator was chosen at boot: one byte compare, asked
+/// by `global.rs` only after the slab heap's fast path missed (and by
+/// `realloc` and the reports).
 #[inline(always)]
 pub fn is_active() -> bool {
     ACTIVE.get() != NONE
