@@ -201,10 +201,11 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// [`dealloc_slow`](Self::dealloc_slow) must free it.
     ///
     /// # Safety
-    /// As [`dealloc`](Self::dealloc); and in a heap that has served no
-    /// block (a kernel whose plain allocator serves instead), any pointer
-    /// with a size class's layout must not be dereferenced: in locked mode
-    /// the spare slot's full magazine fails the room check first.
+    /// As [`dealloc`](Self::dealloc), except in locked mode or with checking
+    /// on, where `ptr` may be any pointer (say, a block of another allocator
+    /// the caller chose instead of this heap): every CPU then claims the
+    /// spare slot, whose room check fails before the block is read, so this
+    /// returns `false` having touched nothing.
     #[inline(always)]
     pub unsafe fn dealloc_fast(&self, ptr: *mut u8, layout: Layout) -> bool {
         let Some(class) = SizeClass::for_common_layout(layout) else {

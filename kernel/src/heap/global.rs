@@ -121,9 +121,9 @@ unsafe impl GlobalAlloc for GlobalHeap {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded: `ptr` came from this allocator with `layout`;
-        // with a plain allocator the slab heap's fast path fails its room
-        // check (locked mode) before it reads the block.
+        // SAFETY: forwarded: `ptr` came from this allocator with `layout`:
+        // from the slab heap, or from the plain allocator while the slab
+        // heap is in locked mode, which `dealloc_fast` allows.
         if unsafe { !self.0.dealloc_fast(ptr, layout) } {
             // SAFETY: forwarded, as above.
             unsafe { self.dealloc_slow(ptr, layout) }
