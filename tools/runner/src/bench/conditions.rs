@@ -116,7 +116,10 @@ pub fn qemu_version() -> String {
 }
 
 /// `git rev-parse --short HEAD` of `root`, `-dirty` with uncommitted
-/// changes, `unknown` when git fails.
+/// changes to tracked files, `unknown` when git fails. The committed
+/// benchmark results under `docs/benchmarks/` are outputs, not inputs of the
+/// kernel: `tools/figures` rewrites them set after set, and they must not
+/// mark the next set's kernel dirty.
 pub fn kernel_commit(root: &Path) -> String {
     let git = |args: &[&str]| {
         Command::new("git")
@@ -128,7 +131,17 @@ pub fn kernel_commit(root: &Path) -> String {
             .filter(|out| out.status.success())
             .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain"])) {
+    match (
+        git(&["rev-parse", "--short", "HEAD"]),
+        git(&[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)docs/benchmarks",
+        ]),
+    ) {
         (Some(commit), Some(status)) if !commit.is_empty() => {
             if status.is_empty() {
                 commit
@@ -242,5 +255,35 @@ mod tests {
         let commit = kernel_commit(&crate::loader::workspace_root());
         assert!(!commit.is_empty());
         assert_eq!(kernel_commit(Path::new("/nonexistent/folder")), "unknown");
+    }
+
+    #[test]
+    fn results_under_docs_benchmarks_and_untracked_files_leave_the_commit_clean() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        std::fs::create_dir_all(repo.path().join("docs/benchmarks")).unwrap();
+        std::fs::write(repo.path().join("docs/benchmarks/results.json"), "[]").unwrap();
+        std::fs::write(repo.path().join("kernel.rs"), "fn main() {}").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-qm", "first"]);
+        let clean = kernel_commit(repo.path());
+        assert!(!clean.ends_with("-dirty"), "{clean}");
+
+        std::fs::write(repo.path().join("docs/benchmarks/results.json"), "[1]").unwrap();
+        std::fs::write(repo.path().join("untracked.txt"), "x").unwrap();
+        assert_eq!(kernel_commit(repo.path()), clean, "results and untracked files are not the kernel");
+
+        std::fs::write(repo.path().join("kernel.rs"), "fn main() { loop {} }").unwrap();
+        assert_eq!(kernel_commit(repo.path()), format!("{clean}-dirty"));
     }
 }
