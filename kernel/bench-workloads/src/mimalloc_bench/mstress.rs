@@ -39,8 +39,8 @@ use core::{
     sync::atomic::{AtomicPtr, Ordering},
 };
 
-use super::common::{CpuBarrier, allocate, free, run_phases};
-use crate::{jobs::bench::CpuRun, smp};
+use super::common::{CpuBarrier, allocate, free};
+use crate::{CpuRun, Machine, timing::run_phases};
 
 const ROUNDS: u64 = 10;
 const TRANSFERS: usize = 1000;
@@ -79,7 +79,7 @@ fn words(items: usize) -> core::alloc::Layout {
 }
 
 /// `alloc_items`, with `allow_large_objects` off.
-fn alloc_items(mut items: usize, r: &mut u64) -> *mut u64 {
+fn alloc_items<M: Machine>(mut items: usize, r: &mut u64) -> *mut u64 {
     if chance(1, r) {
         // `chance(1) && allow_large_objects` (×10000), else
         // `chance(10) && allow_large_objects` (×1000), else ×100: C draws
@@ -91,7 +91,7 @@ fn alloc_items(mut items: usize, r: &mut u64) -> *mut u64 {
     if items == 40 {
         items += 1;
     }
-    let p = allocate("mstress", words(items)).cast::<u64>();
+    let p = allocate::<M>("mstress", words(items)).cast::<u64>();
     for i in 0..items {
         // SAFETY: `p` has room for `items` words.
         unsafe { p.add(i).write((items - i) as u64 ^ COOKIE) };
@@ -135,7 +135,7 @@ fn scale(ops: u64, cpus: usize) -> u64 {
 }
 
 /// `stress(tid)`: one thread's life; returns the operations it did.
-fn stress(tid: usize, scale: u64) -> u64 {
+fn stress<M: Machine>(tid: usize, scale: u64) -> u64 {
     let mut ops = 0;
     let mut r = (tid as u64 + 1) * 43;
     let mut allocs = 100 * scale as usize * (tid % 8 + 1);
@@ -153,10 +153,10 @@ fn stress(tid: usize, scale: u64) -> u64 {
                 data.reserve_exact(data_step);
             }
             let items = 1 << (pick(&mut r) % MAX_ITEM_SHIFT);
-            data.push(alloc_items(items, &mut r));
+            data.push(alloc_items::<M>(items, &mut r));
         } else {
             let items = 1 << (pick(&mut r) % MAX_ITEM_RETAINED_SHIFT);
-            retained.push(alloc_items(items, &mut r));
+            retained.push(alloc_items::<M>(items, &mut r));
             retain -= 1;
         }
         ops += 1;
@@ -178,16 +178,16 @@ fn stress(tid: usize, scale: u64) -> u64 {
     ops
 }
 
-pub fn mstress(cpu: usize, ops: u64) -> CpuRun {
-    let scale = scale(ops, smp::online_cpus());
+pub fn mstress<M: Machine>(cpu: usize, ops: u64) -> CpuRun {
+    let scale = scale(ops, M::cpus());
     // Main's generator lives across rounds, on CPU 0.
     let mut main_r = 43 * 43;
-    run_phases(
+    run_phases::<M>(
         ROUNDS,
-        || BARRIER.wait(),
+        || BARRIER.wait::<M>(),
         |round| {
-            let mut done = stress(cpu, scale);
-            BARRIER.wait();
+            let mut done = stress::<M>(cpu, scale);
+            BARRIER.wait::<M>();
             if cpu == 0 {
                 for slot in &TRANSFER {
                     if chance(50, &mut main_r) || round + 1 == ROUNDS {
@@ -195,7 +195,7 @@ pub fn mstress(cpu: usize, ops: u64) -> CpuRun {
                     }
                 }
             }
-            BARRIER.wait();
+            BARRIER.wait::<M>();
             Some(done)
         },
         || {},

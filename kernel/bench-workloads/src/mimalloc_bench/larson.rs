@@ -36,11 +36,8 @@ use core::{
     sync::atomic::{AtomicPtr, Ordering},
 };
 
-use super::common::{CpuBarrier, Lran2, allocate, bytes, free, run_phases};
-use crate::{
-    jobs::bench::CpuRun,
-    smp::{self, MAX_CPUS},
-};
+use super::common::{CpuBarrier, Lran2, allocate, bytes, free};
+use crate::{CpuRun, MAX_CPUS, Machine, timing::run_phases};
 
 const SEED: i64 = 4141;
 const MIN_SIZE: usize = 8;
@@ -66,11 +63,11 @@ static MAILBOXES: [AtomicPtr<Slice>; MAX_CPUS] =
 static BARRIER: CpuBarrier = CpuBarrier::new();
 
 fn random_size(rgen: &mut Lran2) -> usize {
-    MIN_SIZE + rgen.next() as usize % (MAX_SIZE - MIN_SIZE)
+    MIN_SIZE + rgen.draw() as usize % (MAX_SIZE - MIN_SIZE)
 }
 
-fn new_block(size: usize) -> *mut u8 {
-    allocate("larson", bytes(size))
+fn new_block<M: Machine>(size: usize) -> *mut u8 {
+    allocate::<M>("larson", bytes(size))
 }
 
 /// # Safety
@@ -81,27 +78,27 @@ unsafe fn free_block(block: *mut u8, size: usize) {
 }
 
 /// `warmup()` and the per-thread set-up of `runthreads()`, on CPU 0.
-fn warm_up(cpus: usize, slots: usize) {
+fn warm_up<M: Machine>(cpus: usize, slots: usize) {
     let mut rgen = Lran2::new(SEED);
     let total = cpus * slots;
     let mut blocks = Vec::with_capacity(total);
     let mut sizes = Vec::with_capacity(total);
     for _ in 0..total {
         let size = random_size(&mut rgen);
-        blocks.push(new_block(size));
+        blocks.push(new_block::<M>(size));
         sizes.push(size);
     }
     for i in (1..total).rev() {
-        let j = rgen.next() as usize % total;
+        let j = rgen.draw() as usize % total;
         blocks.swap(i, j);
         sizes.swap(i, j);
     }
     for _ in 0..WARMUP_REPLACEMENTS_PER_SLOT * total {
-        let victim = rgen.next() as usize % total;
+        let victim = rgen.draw() as usize % total;
         // SAFETY: the slot holds a live block of its recorded size.
         unsafe { free_block(blocks[victim], sizes[victim]) };
         let size = random_size(&mut rgen);
-        blocks[victim] = new_block(size);
+        blocks[victim] = new_block::<M>(size);
         sizes[victim] = size;
     }
     for (cpu, mailbox) in MAILBOXES.iter().enumerate().take(cpus) {
@@ -109,14 +106,15 @@ fn warm_up(cpus: usize, slots: usize) {
         let slice = Box::new(Slice {
             blocks: blocks[range.clone()].to_vec(),
             sizes: sizes[range].to_vec(),
-            rgen: Lran2::new(rgen.next() as i64),
+            rgen: Lran2::new(rgen.draw() as i64),
         });
         mailbox.store(Box::into_raw(slice), Ordering::Release);
     }
 }
 
 /// Takes this CPU's incoming slice, waiting until there is one.
-fn take(cpu: usize) -> Box<Slice> {
+fn take<M: Machine>(cpu: usize) -> Box<Slice> {
+    let mut spins = 0;
     loop {
         let slice = MAILBOXES[cpu].swap(ptr::null_mut(), Ordering::AcqRel);
         if !slice.is_null() {
@@ -124,32 +122,33 @@ fn take(cpu: usize) -> Box<Slice> {
             // the swap took it out of the mailbox, so it is ours alone.
             return unsafe { Box::from_raw(slice) };
         }
-        core::hint::spin_loop();
+        M::wait_for_another(&mut spins);
     }
 }
 
 /// Puts `slice` in `cpu`'s mailbox once that is empty (it holds at most one
 /// slice: with N slices among N CPUs and N mailboxes, a full mailbox is
 /// always emptied by its owner).
-fn give(cpu: usize, slice: Box<Slice>) {
+fn give<M: Machine>(cpu: usize, slice: Box<Slice>) {
     let slice = Box::into_raw(slice);
+    let mut spins = 0;
     while MAILBOXES[cpu]
         .compare_exchange(ptr::null_mut(), slice, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
     {
-        core::hint::spin_loop();
+        M::wait_for_another(&mut spins);
     }
 }
 
 /// `exercise_heap()` for `iterations`; returns the operations done.
-fn exercise_heap(slice: &mut Slice, iterations: u64) -> u64 {
+fn exercise_heap<M: Machine>(slice: &mut Slice, iterations: u64) -> u64 {
     let slots = slice.blocks.len();
     for _ in 0..iterations {
-        let victim = slice.rgen.next() as usize % slots;
+        let victim = slice.rgen.draw() as usize % slots;
         // SAFETY: the slot holds a live block of its recorded size.
         unsafe { free_block(slice.blocks[victim], slice.sizes[victim]) };
         let size = random_size(&mut slice.rgen);
-        let block = new_block(size);
+        let block = new_block::<M>(size);
         slice.blocks[victim] = block;
         slice.sizes[victim] = size;
         // "Write something!": 'a', a volatile read, 'b'.
@@ -171,28 +170,28 @@ fn plan(ops: u64) -> (usize, u64, u64) {
     (slots, iterations / lives, lives)
 }
 
-pub fn larson(cpu: usize, ops: u64) -> CpuRun {
-    let cpus = smp::online_cpus();
+pub fn larson<M: Machine>(cpu: usize, ops: u64) -> CpuRun {
+    let cpus = M::cpus();
     let (slots, per_life, lives) = plan(ops);
     // The slice this CPU holds; shared by the three closures.
     let slice = Cell::new(None);
-    run_phases(
+    run_phases::<M>(
         lives,
         || {
             if cpu == 0 {
-                warm_up(cpus, slots);
+                warm_up::<M>(cpus, slots);
             }
-            BARRIER.wait();
-            slice.set(Some(take(cpu)));
+            BARRIER.wait::<M>();
+            slice.set(Some(take::<M>(cpu)));
         },
         |life| {
             let mut current = slice.take().expect("a slice between lives");
-            let done = exercise_heap(&mut current, per_life);
+            let done = exercise_heap::<M>(&mut current, per_life);
             if life + 1 < lives {
                 // The thread exits and a new one continues its slice: on
                 // the next CPU.
-                give((cpu + 1) % cpus, current);
-                slice.set(Some(take(cpu)));
+                give::<M>((cpu + 1) % cpus, current);
+                slice.set(Some(take::<M>(cpu)));
             } else {
                 slice.set(Some(current));
             }

@@ -20,7 +20,10 @@
 //! Threads: the original runs N producers and N releasers on N cores,
 //! blocking on condition variables. With one thread per CPU and no
 //! blocking, even CPUs produce and odd CPUs release (on an odd count one
-//! more producer), waits spin with `pause`. On 1 CPU the CPU alternates:
+//! more producer), waits spin (`Machine::wait_for_another`: `pause` in the
+//! kernel, `pause` then `sched_yield` on the host), the stack's lock
+//! included (taken with `try_lock`, so a CPU that finds it held waits the
+//! same way). On 1 CPU the CPU alternates:
 //! produce a batch, push it, pop it, free it (`ops / 8194` batches), so its
 //! frees are local.
 use core::{
@@ -31,8 +34,8 @@ use core::{
 
 use spin::Mutex;
 
-use super::common::{CpuBarrier, allocate, bytes, free, run_phases};
-use crate::{jobs::bench::CpuRun, smp};
+use super::common::{CpuBarrier, allocate, bytes, free};
+use crate::{CpuRun, Machine, timing::run_phases};
 
 const OBJECTS_PER_BATCH: usize = 4096;
 /// `-s 64`.
@@ -66,10 +69,10 @@ static RELEASED: AtomicU64 = AtomicU64::new(0);
 static BARRIER: CpuBarrier = CpuBarrier::new();
 
 /// `mem_allocator`'s loop body: one full batch.
-fn fill_batch() -> *mut Batch {
-    let batch = allocate("xmalloc-test", Layout::new::<Batch>()).cast::<Batch>();
+fn fill_batch<M: Machine>() -> *mut Batch {
+    let batch = allocate::<M>("xmalloc-test", Layout::new::<Batch>()).cast::<Batch>();
     for i in 0..OBJECTS_PER_BATCH {
-        let object = allocate("xmalloc-test", bytes(OBJECT_SIZE));
+        let object = allocate::<M>("xmalloc-test", bytes(OBJECT_SIZE));
         // SAFETY: `object` has OBJECT_SIZE >= FILL_BYTES bytes; `batch` is a
         // fresh block of a `Batch`'s layout, written field by field.
         unsafe {
@@ -81,28 +84,28 @@ fn fill_batch() -> *mut Batch {
 }
 
 /// `enqueue_batch`: waits while the stack is full.
-fn enqueue_batch(batch: *mut Batch) {
+fn enqueue_batch<M: Machine>(batch: *mut Batch) {
+    let mut spins = 0;
     loop {
+        if let Some(mut stack) = STACK.try_lock()
+            && stack.batch_count < BATCH_COUNT_LIMIT
         {
-            let mut stack = STACK.lock();
-            if stack.batch_count < BATCH_COUNT_LIMIT {
-                // SAFETY: we own `batch` until it is on the stack.
-                unsafe { (&raw mut (*batch).next_batch).write(stack.batches) };
-                stack.batches = batch;
-                stack.batch_count += 1;
-                return;
-            }
+            // SAFETY: we own `batch` until it is on the stack.
+            unsafe { (&raw mut (*batch).next_batch).write(stack.batches) };
+            stack.batches = batch;
+            stack.batch_count += 1;
+            return;
         }
-        core::hint::spin_loop();
+        M::wait_for_another(&mut spins);
     }
 }
 
 /// `dequeue_batch`: waits while the stack is empty; `None` once `total`
 /// batches have been taken in this run.
-fn dequeue_batch(total: u64) -> Option<*mut Batch> {
+fn dequeue_batch<M: Machine>(total: u64) -> Option<*mut Batch> {
+    let mut spins = 0;
     loop {
-        {
-            let mut stack = STACK.lock();
+        if let Some(mut stack) = STACK.try_lock() {
             if !stack.batches.is_null() {
                 let batch = stack.batches;
                 // SAFETY: a batch on the stack is a full `Batch`.
@@ -115,7 +118,7 @@ fn dequeue_batch(total: u64) -> Option<*mut Batch> {
                 return None;
             }
         }
-        core::hint::spin_loop();
+        M::wait_for_another(&mut spins);
     }
 }
 
@@ -130,22 +133,22 @@ fn release_batch(batch: *mut Batch) {
     unsafe { free(batch.cast(), Layout::new::<Batch>()) };
 }
 
-pub fn xmalloc_test(cpu: usize, ops: u64) -> CpuRun {
-    let cpus = smp::online_cpus();
+pub fn xmalloc_test<M: Machine>(cpu: usize, ops: u64) -> CpuRun {
+    let cpus = M::cpus();
     let prepare = || {
         if cpu == 0 {
             RELEASED.store(0, Ordering::Relaxed);
         }
-        BARRIER.wait();
+        BARRIER.wait::<M>();
     };
     if cpus == 1 {
         let batches = (ops / (2 * OPS_PER_BATCH)).max(1);
-        return run_phases(
+        return run_phases::<M>(
             batches,
             prepare,
             |_| {
-                enqueue_batch(fill_batch());
-                release_batch(dequeue_batch(batches).expect("the batch just pushed"));
+                enqueue_batch::<M>(fill_batch::<M>());
+                release_batch(dequeue_batch::<M>(batches).expect("the batch just pushed"));
                 Some(2 * OPS_PER_BATCH)
             },
             || {},
@@ -154,22 +157,22 @@ pub fn xmalloc_test(cpu: usize, ops: u64) -> CpuRun {
     let producers = cpus.div_ceil(2) as u64;
     let batches_per_producer = (ops / OPS_PER_BATCH).max(1);
     if cpu.is_multiple_of(2) {
-        run_phases(
+        run_phases::<M>(
             batches_per_producer,
             prepare,
             |_| {
-                enqueue_batch(fill_batch());
+                enqueue_batch::<M>(fill_batch::<M>());
                 Some(OPS_PER_BATCH)
             },
             || {},
         )
     } else {
         let total = producers * batches_per_producer;
-        run_phases(
+        run_phases::<M>(
             u64::MAX,
             prepare,
             |_| {
-                let batch = dequeue_batch(total)?;
+                let batch = dequeue_batch::<M>(total)?;
                 release_batch(batch);
                 Some(OPS_PER_BATCH)
             },
