@@ -12,8 +12,12 @@
 //! - `null`: `local`'s loop with no allocator, for the machine's own
 //!   scaling (no allocator can scale better);
 //! - `larson`, `xmalloc-test`, `cache-scratch`, `cache-thrash`,
-//!   `threadtest`, `mstress`: mimalloc-bench's programs, scaled
-//!   (`mimalloc_bench`).
+//!   `threadtest`, `mstress`: mimalloc-bench's programs, scaled.
+//!
+//! All but `seed` and `mixed` live in the `bench-workloads` crate
+//! (`kernel/bench-workloads`), shared with the host bench, and run here on
+//! [`machine::KernelCpu`]; `seed` and `mixed` count their operations with
+//! the kernel heap's counters and stay here.
 //!
 //! Each run: a warm-up job, then a timed job behind the start barrier;
 //! `ops=` operations (allocations plus frees) per CPU. With `local` on one
@@ -24,13 +28,12 @@
 //! drain before the warm-up changes the heap state the exact counts of
 //! `local` were committed with.)
 pub mod exact;
-mod mimalloc_bench;
+mod machine;
 
 use alloc::{boxed::Box, vec, vec::Vec};
-use core::{
-    alloc::Layout,
-    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
-};
+
+use bench_workloads::{Body, CpuRun, mimalloc_bench, stats::percentile, timing::timed_batches};
+use machine::KernelCpu;
 
 use crate::{
     ExitCode,
@@ -57,15 +60,6 @@ fn default_ops_per_cpu(cpus: usize) -> u64 {
 }
 /// Warm-up operations per CPU, as a fraction of the timed ones.
 const WARMUP_DIVISOR: u64 = 10;
-/// Objects per batch in `local` (a batch is that many allocations, then as
-/// many frees).
-const LOCAL_BATCH_OBJECTS: usize = 32;
-const LOCAL_SIZES: [usize; 8] = [16, 32, 48, 64, 96, 128, 256, 512];
-/// Objects `xfer` sends per ring slot, and ring length.
-const XFER_OBJECT_BYTES: usize = 64;
-const RING_SLOTS: usize = 1024;
-/// Operations per timing batch in `xfer`.
-const XFER_BATCH_OPS: u64 = 64;
 
 /// The workloads `workload=` accepts.
 pub const WORKLOADS: &[&str] = &[
@@ -81,15 +75,6 @@ pub const WORKLOADS: &[&str] = &[
     "threadtest",
     "mstress",
 ];
-
-/// What one CPU measured.
-struct CpuRun {
-    start: u64,
-    end: u64,
-    ops: u64,
-    /// Cycles per operation of each batch.
-    batch_cycles_per_op: Vec<f64>,
-}
 
 /// `job=bench`.
 pub fn run_job(boot: &'static BootInfo) -> ExitCode {
@@ -184,256 +169,25 @@ fn needs_heap_counters(workload: &str, trace: bool) -> Option<&'static str> {
     }
 }
 
-fn workload_body(name: &str) -> Option<fn(usize, u64) -> CpuRun> {
-    Some(match name {
-        "local" => local,
-        "null" => null,
-        "xfer" => xfer,
-        "seed" => seed,
-        "mixed" => mixed,
-        "larson" => mimalloc_bench::larson::larson,
-        "xmalloc-test" => mimalloc_bench::xmalloc::xmalloc_test,
-        "cache-scratch" => mimalloc_bench::cache::cache_scratch,
-        "cache-thrash" => mimalloc_bench::cache::cache_thrash,
-        "threadtest" => mimalloc_bench::threadtest::threadtest,
-        "mstress" => mimalloc_bench::mstress::mstress,
-        _ => return None,
-    })
-}
-
-/// Runs `batch` until `ops` operations are done; `batch` returns how many
-/// it did.
-fn timed_batches(ops: u64, mut batch: impl FnMut() -> u64) -> CpuRun {
-    let mut batch_cycles_per_op = Vec::with_capacity(ops as usize / 16 + 1);
-    let mut done = 0;
-    let start = time::now();
-    while done < ops {
-        let batch_start = time::now();
-        let batch_ops = batch();
-        let cycles = time::now() - batch_start;
-        done += batch_ops;
-        if batch_ops > 0 {
-            batch_cycles_per_op.push(cycles as f64 / batch_ops as f64);
-        }
+/// The kernel's own workloads, then the shared ones on the kernel's CPUs.
+fn workload_body(name: &str) -> Option<Body> {
+    match name {
+        "seed" => Some(seed),
+        "mixed" => Some(mixed),
+        _ => bench_workloads::body::<KernelCpu>(name),
     }
-    CpuRun { start, end: time::now(), ops: done, batch_cycles_per_op }
-}
-
-fn local(_cpu: usize, ops: u64) -> CpuRun {
-    let mut objects = [core::ptr::null_mut(); LOCAL_BATCH_OBJECTS];
-    timed_batches(ops, || local_batch(&GlobalHeap, &mut objects))
-}
-
-/// `null`: `local`'s loop with no allocator at all, on every CPU: how the
-/// machine itself scales (the ceiling for any allocator's scaling), and,
-/// on one CPU, what `harness_cycles_per_pair` subtracts.
-fn null(_cpu: usize, ops: u64) -> CpuRun {
-    let mut scratch = [0u8; LOCAL_SIZES[LOCAL_SIZES.len() - 1]];
-    let allocator = NoAllocator { scratch: scratch.as_mut_ptr() };
-    let mut objects = [core::ptr::null_mut(); LOCAL_BATCH_OBJECTS];
-    timed_batches(ops, || local_batch(&allocator, &mut objects))
 }
 
 /// `local`'s loop with the allocator calls replaced by nothing (no-op
-/// "allocations" from a scratch buffer): what the workload itself costs.
-/// Run on one CPU before the timed run, for `harness_cycles_per_op`.
+/// "allocations" from a scratch buffer, the `null` workload): what the
+/// workload itself costs. Run on one CPU before the timed run, for
+/// `harness_cycles_per_op`.
 fn local_harness(ops: u64) -> CpuRun {
-    null(smp::current_cpu_index(), ops)
-}
-
-/// How `local` allocates: the kernel heap, or nothing (its harness cost).
-trait PairAllocator {
-    fn alloc(&self, layout: Layout) -> *mut u8;
-    /// # Safety
-    /// `ptr` came from `alloc` with `layout` and is freed once.
-    unsafe fn free(&self, ptr: *mut u8, layout: Layout);
-}
-
-/// The global allocator, through `alloc::alloc` as `Box` reaches it.
-struct GlobalHeap;
-
-impl PairAllocator for GlobalHeap {
-    #[inline(always)]
-    fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: `local` uses only layouts of non-zero size.
-        unsafe { alloc::alloc::alloc(layout) }
-    }
-
-    #[inline(always)]
-    unsafe fn free(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller.
-        unsafe { alloc::alloc::dealloc(ptr, layout) }
-    }
-}
-
-/// No allocator: hands out the same scratch block every time, frees
-/// nothing; `black_box` keeps the compiler from dropping the loop.
-struct NoAllocator {
-    /// The CPU's own block, big enough for `local`'s largest size.
-    scratch: *mut u8,
-}
-
-impl PairAllocator for NoAllocator {
-    #[inline(always)]
-    fn alloc(&self, _layout: Layout) -> *mut u8 {
-        core::hint::black_box(self.scratch)
-    }
-
-    #[inline(always)]
-    unsafe fn free(&self, ptr: *mut u8, layout: Layout) {
-        core::hint::black_box((ptr, layout));
-    }
-}
-
-/// One `local` batch: `LOCAL_BATCH_OBJECTS` objects, an equal share of each
-/// of `LOCAL_SIZES`, allocated, written, then freed. Each size is a
-/// compile-time constant at its call site, as for `Box<T>` and most kernel
-/// allocations. Returns the operations done.
-#[inline(always)]
-fn local_batch<A: PairAllocator>(
-    allocator: &A,
-    objects: &mut [*mut u8; LOCAL_BATCH_OBJECTS],
-) -> u64 {
-    const PER_SIZE: usize = LOCAL_BATCH_OBJECTS / LOCAL_SIZES.len();
-    let [s0, s1, s2, s3, s4, s5, s6, s7] = objects.as_chunks_mut::<PER_SIZE>().0 else {
-        unreachable!("LOCAL_SIZES has 8 sizes")
-    };
-    alloc_sized::<A, { LOCAL_SIZES[0] }>(allocator, s0);
-    alloc_sized::<A, { LOCAL_SIZES[1] }>(allocator, s1);
-    alloc_sized::<A, { LOCAL_SIZES[2] }>(allocator, s2);
-    alloc_sized::<A, { LOCAL_SIZES[3] }>(allocator, s3);
-    alloc_sized::<A, { LOCAL_SIZES[4] }>(allocator, s4);
-    alloc_sized::<A, { LOCAL_SIZES[5] }>(allocator, s5);
-    alloc_sized::<A, { LOCAL_SIZES[6] }>(allocator, s6);
-    alloc_sized::<A, { LOCAL_SIZES[7] }>(allocator, s7);
-    free_sized::<A, { LOCAL_SIZES[0] }>(allocator, s0);
-    free_sized::<A, { LOCAL_SIZES[1] }>(allocator, s1);
-    free_sized::<A, { LOCAL_SIZES[2] }>(allocator, s2);
-    free_sized::<A, { LOCAL_SIZES[3] }>(allocator, s3);
-    free_sized::<A, { LOCAL_SIZES[4] }>(allocator, s4);
-    free_sized::<A, { LOCAL_SIZES[5] }>(allocator, s5);
-    free_sized::<A, { LOCAL_SIZES[6] }>(allocator, s6);
-    free_sized::<A, { LOCAL_SIZES[7] }>(allocator, s7);
-    2 * LOCAL_BATCH_OBJECTS as u64
-}
-
-const fn local_layout(size: usize) -> Layout {
-    match Layout::from_size_align(size, 8) {
-        Ok(layout) => layout,
-        Err(_) => panic!("LOCAL_SIZES are small"),
-    }
-}
-
-#[inline(always)]
-fn alloc_sized<A: PairAllocator, const SIZE: usize>(allocator: &A, slots: &mut [*mut u8]) {
-    for (i, slot) in slots.iter_mut().enumerate() {
-        // `black_box`: the block escapes, as real objects do, so the
-        // compiler cannot elide the allocation and the free.
-        let ptr = core::hint::black_box(allocator.alloc(const { local_layout(SIZE) }));
-        assert!(!ptr.is_null(), "bench local: allocation of {SIZE} bytes failed");
-        // SAFETY: `ptr` is a block of `SIZE` >= 1 bytes (or the scratch).
-        unsafe { ptr.write(i as u8) };
-        *slot = ptr;
-    }
-}
-
-#[inline(always)]
-fn free_sized<A: PairAllocator, const SIZE: usize>(allocator: &A, slots: &[*mut u8]) {
-    for &ptr in slots {
-        // SAFETY: allocated by `alloc_sized` with this layout, freed once.
-        unsafe { allocator.free(ptr, const { local_layout(SIZE) }) };
-    }
-}
-
-/// A single-producer single-consumer ring of object pointers.
-#[repr(align(64))]
-struct Ring {
-    slots: [AtomicPtr<u8>; RING_SLOTS],
-    head: AtomicUsize,
-    tail: AtomicUsize,
-}
-
-impl Ring {
-    const fn new() -> Self {
-        Self {
-            slots: [const { AtomicPtr::new(core::ptr::null_mut()) }; RING_SLOTS],
-            head: AtomicUsize::new(0),
-            tail: AtomicUsize::new(0),
-        }
-    }
-
-    /// Producer side: whether a push would find no room.
-    fn is_full(&self) -> bool {
-        self.tail.load(Ordering::Relaxed) - self.head.load(Ordering::Acquire) == RING_SLOTS
-    }
-
-    /// Producer side; the ring must not be full.
-    fn push(&self, object: *mut u8) {
-        let tail = self.tail.load(Ordering::Relaxed);
-        assert!(tail - self.head.load(Ordering::Acquire) < RING_SLOTS, "push on a full ring");
-        self.slots[tail % RING_SLOTS].store(object, Ordering::Relaxed);
-        self.tail.store(tail + 1, Ordering::Release);
-    }
-
-    /// Consumer side.
-    fn pop(&self) -> Option<*mut u8> {
-        let head = self.head.load(Ordering::Relaxed);
-        if head == self.tail.load(Ordering::Acquire) {
-            return None;
-        }
-        let object = self.slots[head % RING_SLOTS].load(Ordering::Relaxed);
-        self.head.store(head + 1, Ordering::Release);
-        Some(object)
-    }
-}
-
-/// Ring `i` carries objects from CPU i to CPU i+1.
-static RINGS: [Ring; MAX_CPUS] = [const { Ring::new() }; MAX_CPUS];
-
-fn xfer(cpu: usize, ops: u64) -> CpuRun {
-    let cpus = smp::online_cpus();
-    let outgoing = &RINGS[cpu];
-    let incoming = &RINGS[(cpu + cpus - 1) % cpus];
-    let layout = Layout::from_size_align(XFER_OBJECT_BYTES, 8).expect("small layout");
-    let target = ops / 2;
-    let (mut produced, mut consumed) = (0u64, 0u64);
-    timed_batches(2 * target, || {
-        let mut done = 0;
-        while done < XFER_BATCH_OPS && (produced < target || consumed < target) {
-            // Allocate only when the ring has room, so every allocation is
-            // handed over and freed by the neighbour.
-            if produced < target && !outgoing.is_full() {
-                // SAFETY: the layout has a non-zero size.
-                let object = unsafe { alloc::alloc::alloc(layout) };
-                assert!(!object.is_null(), "bench xfer: allocation failed on cpu {cpu}");
-                // SAFETY: a fresh block of XFER_OBJECT_BYTES bytes.
-                unsafe { object.write_bytes(cpu as u8, XFER_OBJECT_BYTES) };
-                outgoing.push(object);
-                produced += 1;
-                done += 1;
-            }
-            let mut progressed = false;
-            if let Some(object) = incoming.pop() {
-                // SAFETY: the neighbour allocated it with `layout` and gave it
-                // up when it pushed it; it is freed once, here.
-                unsafe { alloc::alloc::dealloc(object, layout) };
-                consumed += 1;
-                done += 1;
-                progressed = true;
-            }
-            if !progressed && (produced == target || outgoing.is_full()) {
-                // Waiting on the neighbour: `pause`, which also lets QEMU's
-                // single-threaded (icount) TCG move on to the other vCPUs
-                // instead of running this loop until its 100 ms kick.
-                core::hint::spin_loop();
-            }
-        }
-        done
-    })
+    bench_workloads::local::null::<KernelCpu>(smp::current_cpu_index(), ops)
 }
 
 fn seed(cpu: usize, ops: u64) -> CpuRun {
-    timed_batches(ops, || {
+    timed_batches::<KernelCpu>(ops, || {
         let before = own_ops();
         let value = Box::new(41 + cpu);
         assert_eq!(*value, 41 + cpu);
@@ -461,7 +215,7 @@ fn mixed(cpu: usize, ops: u64) -> CpuRun {
         random % bound
     };
     let mut live: Vec<Option<Vec<u8>>> = vec![None; 64];
-    timed_batches(ops, || {
+    timed_batches::<KernelCpu>(ops, || {
         let before = own_ops();
         for _ in 0..16 {
             let slot = next(64) as usize;
@@ -739,11 +493,4 @@ impl core::fmt::Display for ExactKeys<'_> {
             JsonOption(exact.map(|c| c.free_ticks_min)),
         )
     }
-}
-
-fn percentile(sorted: &[f64], percent: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[(sorted.len() - 1) * percent / 100]
 }

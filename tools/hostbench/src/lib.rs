@@ -1,5 +1,6 @@
-//! The kernel bench's workloads (`kernel/src/jobs/bench.rs` and its
-//! mimalloc-bench ports) on the host's real threads, plus two host-only
+//! The kernel bench's workloads (the `bench-workloads` crate: `local`,
+//! `xfer`, `null` and the mimalloc-bench ports) on the host's real threads
+//! (`harness::HostThread`), plus two host-only
 //! workloads, timed with the TSC (docs/host-bench.md). The worker binary
 //! (`hostbench-worker`) is built once per allocator, that allocator as its
 //! `#[global_allocator]`, and runs one cell; the driver (`hostbench`)

@@ -6,7 +6,7 @@
 //! for `slab`, and are null for the others, which have no such counters.
 use serde_json::{Map, Value, json};
 
-use crate::harness::{CpuRun, percentile};
+use bench_workloads::{CpuRun, stats::percentile};
 
 /// The record of one run of `workload` on `alloc`.
 pub fn bench_record(

@@ -11,8 +11,8 @@
 //! allocator runs (rustc's allocator shim included) and the return.
 use core::{alloc::Layout, cell::Cell};
 
-use super::{LOCAL_BATCH_OBJECTS, PairAllocator, local_batch};
 use crate::arch;
+use bench_workloads::local::{LOCAL_BATCH_OBJECTS, PairAllocator, local_batch};
 
 /// Empty marker pairs measured; the least difference is the markers' cost
 /// (every pair costs the same under icount; elsewhere the least is the

@@ -19,7 +19,9 @@ use std::{
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 use serde::{Deserialize, Serialize};
 
-use crate::harness::{CpuRun, MAX_THREADS, threads, timed_batches};
+use bench_workloads::{CpuRun, timing::timed_batches};
+
+use crate::harness::{HostThread, MAX_THREADS, threads};
 
 /// Records each thread keeps from its sender.
 const WINDOW: usize = 256;
@@ -130,7 +132,7 @@ pub fn json(thread: usize, ops: u64) -> CpuRun {
     let target = (ops / 2).max(1);
     let mut sent = 0u64;
     let mut pending: Option<Box<Message>> = None;
-    let run = timed_batches(2 * target, || {
+    let run = timed_batches::<HostThread>(2 * target, || {
         let before = sent + inbox.next_sequence;
         let batch_end = (sent + RECORDS_PER_BATCH).min(target);
         while sent < batch_end || (sent == target && inbox.next_sequence < target) {

@@ -1,16 +1,12 @@
 //! The workloads, by name: the kernel bench's (`local`, `xfer`, `null` and
-//! the six mimalloc-bench ports, same parameters) and two of the host's own
-//! (`pair`, `json`).
-pub mod basic;
-pub mod cache;
-pub mod common;
+//! the six mimalloc-bench ports, from the `bench-workloads` crate, the same
+//! code on threads) and two of the host's own (`pair`, `json`).
 pub mod json;
-pub mod larson;
-pub mod mstress;
-pub mod threadtest;
-pub mod xmalloc;
+pub mod pair;
 
-use crate::harness::Body;
+use bench_workloads::Body;
+
+use crate::harness::HostThread;
 
 /// Every workload `--workload` accepts, in the order `all` runs them.
 pub const WORKLOADS: &[&str] = &[
@@ -38,20 +34,12 @@ pub fn default_ops(workload: &str) -> u64 {
     }
 }
 
-/// The body of the workload `name`.
+/// The body of the workload `name`: the host's own, or the kernel bench's
+/// on the run's threads.
 pub fn body(name: &str) -> Option<Body> {
-    Some(match name {
-        "pair" => basic::pair,
-        "local" => basic::local,
-        "xfer" => basic::xfer,
-        "null" => basic::null,
-        "larson" => larson::larson,
-        "xmalloc-test" => xmalloc::xmalloc_test,
-        "cache-scratch" => cache::cache_scratch,
-        "cache-thrash" => cache::cache_thrash,
-        "threadtest" => threadtest::threadtest,
-        "mstress" => mstress::mstress,
-        "json" => json::json,
-        _ => return None,
-    })
+    match name {
+        "pair" => Some(pair::pair),
+        "json" => Some(json::json),
+        _ => bench_workloads::body::<HostThread>(name),
+    }
 }

@@ -18,8 +18,8 @@
 //! start barrier and the end of the job.
 use alloc::vec::Vec;
 
-use super::common::{allocate, bytes, free, run_phases};
-use crate::{jobs::bench::CpuRun, smp};
+use super::common::{allocate, bytes, free};
+use crate::{CpuRun, Machine, timing::run_phases};
 
 /// `nobjects`, over all CPUs.
 const OBJECTS: usize = 10_000;
@@ -29,11 +29,11 @@ const FOOS_PER_OBJECT: usize = 8;
 const FOO: [u32; 2] = [14, 29];
 const OBJECT_BYTES: usize = FOOS_PER_OBJECT * core::mem::size_of::<[u32; 2]>();
 
-pub fn threadtest(_cpu: usize, ops: u64) -> CpuRun {
-    let per_cpu = (OBJECTS / smp::online_cpus()).max(1);
+pub fn threadtest<M: Machine>(_cpu: usize, ops: u64) -> CpuRun {
+    let per_cpu = (OBJECTS / M::cpus()).max(1);
     let rounds = (ops / (2 * per_cpu as u64)).max(1);
     let mut objects: Vec<*mut u8> = Vec::new();
-    run_phases(
+    run_phases::<M>(
         rounds,
         || {},
         |round| {
@@ -44,7 +44,7 @@ pub fn threadtest(_cpu: usize, ops: u64) -> CpuRun {
                 done += 1;
             }
             for _ in 0..per_cpu {
-                let object = allocate("threadtest", bytes(OBJECT_BYTES));
+                let object = allocate::<M>("threadtest", bytes(OBJECT_BYTES));
                 for index in 0..FOOS_PER_OBJECT {
                     // SAFETY: `object` has room for FOOS_PER_OBJECT `Foo`s
                     // and is 8-aligned.

@@ -1,16 +1,46 @@
-//! `mstress`: the kernel's port of Daan Leijen's stress test
-//! (`kernel/src/jobs/bench/mimalloc_bench/mstress.rs`, whose notes say what it
-//! keeps of the original and what it scales down), with the same
-//! parameters, on threads: the kernel's CPU i is thread i here. Waits for
-//! another thread spin, then yield (`harness::wait_for_another`), since the
-//! host may preempt the thread waited for.
+//! `workload=mstress`: Daan Leijen's stress test (Microsoft Research,
+//! 2018-2019, MIT), mimalloc-bench `bench/mstress/mstress.c`, which
+//! `bench.sh` runs as `mstress N 50 25` (N threads, SCALE 50, 25 rounds).
+//!
+//! Kept: the splitmix64 `pick` and `chance` (with its `<=`: `chance(50)` is
+//! 51 %); seeds `(tid + 1) × 43` per thread and `43 × 43` for main; the
+//! `tid % 8 + 1` imbalance (some CPUs do up to 8 times the work of
+//! others); power-of-two sizes in words (1..16 for `data`, 1..64 for
+//! `retained`), 2 % of them × 100; the 40 → 41 item quirk; every word
+//! written as `(items - i) ^ cookie` and every word checked on free (a
+//! mismatch panics naming the CPU and the values); 66 % chance of freeing
+//! a random earlier `data` object, 25 % of swapping one with a random slot
+//! of the 1000 shared `transfer` slots (an atomic exchange); the `data` and
+//! `retained` arrays allocated and grown (`realloc`) through the heap; per
+//! round, main frees about half the transfer slots, and all of them after
+//! the last round.
+//!
+//! Scaled: 10 rounds (25 in bench.sh); SCALE from `ops=` so that the
+//! average CPU does about `ops` operations (`ops / (10 × 300 × mean(tid %
+//! 8 + 1))`, at least 1, rounded down: at the default 33 on 1 CPU, 13 on 4,
+//! 7 on 8 to 16, 1 on 64);
+//! `allow_large_objects` off (the original's switch: its × 1000 and
+//! × 10000 objects, up to 5 MB each, do not fit the 2 MiB per CPU heap at
+//! 64 or more CPUs), so the largest object is 64 × 100 words (51 KB); the
+//! `data` array grows by `2000 × SCALE` entries (100,000 at SCALE 50, i.e.
+//! in proportion). Operations: each allocation and each free (a `realloc`
+//! is both; `free(NULL)` is none).
+//!
+//! Threads: CPU i is thread `tid = i` in every round, as in the original
+//! (tids are not rotated). A round is one timed phase: all CPUs run
+//! `stress(tid)` (thread death is the end of it; the per-CPU caches, unlike
+//! a thread's heap, live on), meet at a barrier, CPU 0 (main) frees
+//! transfer slots, and all meet again. Objects left in `transfer` are freed
+//! by whichever CPU swaps them out, in a later round too. On 1 CPU the
+//! swaps hand objects to the same CPU's later rounds.
+use alloc::vec::Vec;
 use core::{
     ptr,
     sync::atomic::{AtomicPtr, Ordering},
 };
 
-use super::common::{allocate, free};
-use crate::harness::{CpuRun, ThreadBarrier, run_phases, threads};
+use super::common::{CpuBarrier, allocate, free};
+use crate::{CpuRun, Machine, timing::run_phases};
 
 const ROUNDS: u64 = 10;
 const TRANSFERS: usize = 1000;
@@ -26,7 +56,7 @@ const MAX_ITEMS: usize = (1 << (MAX_ITEM_RETAINED_SHIFT - 1)) * 100;
 
 static TRANSFER: [AtomicPtr<u64>; TRANSFERS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; TRANSFERS];
-static BARRIER: ThreadBarrier = ThreadBarrier::new();
+static BARRIER: CpuBarrier = CpuBarrier::new();
 
 /// `pick`: one splitmix64 mixing step of the state.
 fn pick(r: &mut u64) -> u64 {
@@ -49,7 +79,7 @@ fn words(items: usize) -> core::alloc::Layout {
 }
 
 /// `alloc_items`, with `allow_large_objects` off.
-fn alloc_items(mut items: usize, r: &mut u64) -> *mut u64 {
+fn alloc_items<M: Machine>(mut items: usize, r: &mut u64) -> *mut u64 {
     if chance(1, r) {
         // `chance(1) && allow_large_objects` (×10000), else
         // `chance(10) && allow_large_objects` (×1000), else ×100: C draws
@@ -61,7 +91,7 @@ fn alloc_items(mut items: usize, r: &mut u64) -> *mut u64 {
     if items == 40 {
         items += 1;
     }
-    let p = allocate("mstress", words(items)).cast::<u64>();
+    let p = allocate::<M>("mstress", words(items)).cast::<u64>();
     for i in 0..items {
         // SAFETY: `p` has room for `items` words.
         unsafe { p.add(i).write((items - i) as u64 ^ COOKIE) };
@@ -105,7 +135,7 @@ fn scale(ops: u64, cpus: usize) -> u64 {
 }
 
 /// `stress(tid)`: one thread's life; returns the operations it did.
-fn stress(tid: usize, scale: u64) -> u64 {
+fn stress<M: Machine>(tid: usize, scale: u64) -> u64 {
     let mut ops = 0;
     let mut r = (tid as u64 + 1) * 43;
     let mut allocs = 100 * scale as usize * (tid % 8 + 1);
@@ -123,10 +153,10 @@ fn stress(tid: usize, scale: u64) -> u64 {
                 data.reserve_exact(data_step);
             }
             let items = 1 << (pick(&mut r) % MAX_ITEM_SHIFT);
-            data.push(alloc_items(items, &mut r));
+            data.push(alloc_items::<M>(items, &mut r));
         } else {
             let items = 1 << (pick(&mut r) % MAX_ITEM_RETAINED_SHIFT);
-            retained.push(alloc_items(items, &mut r));
+            retained.push(alloc_items::<M>(items, &mut r));
             retain -= 1;
         }
         ops += 1;
@@ -148,16 +178,16 @@ fn stress(tid: usize, scale: u64) -> u64 {
     ops
 }
 
-pub fn mstress(cpu: usize, ops: u64) -> CpuRun {
-    let scale = scale(ops, threads());
+pub fn mstress<M: Machine>(cpu: usize, ops: u64) -> CpuRun {
+    let scale = scale(ops, M::cpus());
     // Main's generator lives across rounds, on CPU 0.
     let mut main_r = 43 * 43;
-    run_phases(
+    run_phases::<M>(
         ROUNDS,
-        || BARRIER.wait(),
+        || BARRIER.wait::<M>(),
         |round| {
-            let mut done = stress(cpu, scale);
-            BARRIER.wait();
+            let mut done = stress::<M>(cpu, scale);
+            BARRIER.wait::<M>();
             if cpu == 0 {
                 for slot in &TRANSFER {
                     if chance(50, &mut main_r) || round + 1 == ROUNDS {
@@ -165,7 +195,7 @@ pub fn mstress(cpu: usize, ops: u64) -> CpuRun {
                     }
                 }
             }
-            BARRIER.wait();
+            BARRIER.wait::<M>();
             Some(done)
         },
         || {},

@@ -1,19 +1,41 @@
-//! `xmalloc-test`: the kernel's port of Lever and Boreham's producer/consumer test
-//! (`kernel/src/jobs/bench/mimalloc_bench/xmalloc.rs`, whose notes say what it
-//! keeps of the original and what it scales down), with the same
-//! parameters, on threads: the kernel's CPU i is thread i here. Waits for
-//! another thread spin, then yield (`harness::wait_for_another`), since the
-//! host may preempt the thread waited for.
+//! `workload=xmalloc-test`: C. Lever and D. Boreham's producer/consumer
+//! test ("malloc() Performance in a Multithreaded Linux Environment",
+//! USENIX 2000 FREENIX), adapted by Christian Eder for xmalloc and by
+//! Bradley C. Kuszmaul for SuperMalloc, as in mimalloc-bench
+//! `bench/xmalloc-test/xmalloc-test.c`; `bench.sh` runs
+//! `xmalloc-test -w N -t 5 -s 64`.
+//!
+//! Kept: batches of 4096 objects of 64 bytes, each filled with
+//! `min(size, 128)` bytes of `i % 256`; the batch header (`next` plus 4096
+//! pointers, 32,776 bytes) allocated through the heap under test; one
+//! global lock-protected LIFO stack of batches with a limit, producers
+//! waiting while it is full and releasers while it is empty; the releaser
+//! frees every object and the header, so every free is remote.
+//!
+//! Scaled: the stack holds at most 16 batches (100 in bench.sh: 26 MB of
+//! objects, most of the 32 MiB heap); the run is `ops / 4097` batches per
+//! producer (at least one) instead of 5 seconds. Operations: each
+//! allocation and each free (the original counts frees only).
+//!
+//! Threads: the original runs N producers and N releasers on N cores,
+//! blocking on condition variables. With one thread per CPU and no
+//! blocking, even CPUs produce and odd CPUs release (on an odd count one
+//! more producer), waits spin (`Machine::wait_for_another`: `pause` in the
+//! kernel, `pause` then `sched_yield` on the host), the stack's lock
+//! included (taken with `try_lock`, so a CPU that finds it held waits the
+//! same way). On 1 CPU the CPU alternates:
+//! produce a batch, push it, pop it, free it (`ops / 8194` batches), so its
+//! frees are local.
 use core::{
     alloc::Layout,
     ptr,
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use std::sync::Mutex;
+use spin::Mutex;
 
-use super::common::{allocate, bytes, free};
-use crate::harness::{CpuRun, ThreadBarrier, run_phases, threads, wait_for_another};
+use super::common::{CpuBarrier, allocate, bytes, free};
+use crate::{CpuRun, Machine, timing::run_phases};
 
 const OBJECTS_PER_BATCH: usize = 4096;
 /// `-s 64`.
@@ -44,13 +66,13 @@ unsafe impl Send for Stack {}
 static STACK: Mutex<Stack> = Mutex::new(Stack { batches: ptr::null_mut(), batch_count: 0 });
 /// Batches taken off the stack in this run.
 static RELEASED: AtomicU64 = AtomicU64::new(0);
-static BARRIER: ThreadBarrier = ThreadBarrier::new();
+static BARRIER: CpuBarrier = CpuBarrier::new();
 
 /// `mem_allocator`'s loop body: one full batch.
-fn fill_batch() -> *mut Batch {
-    let batch = allocate("xmalloc-test", Layout::new::<Batch>()).cast::<Batch>();
+fn fill_batch<M: Machine>() -> *mut Batch {
+    let batch = allocate::<M>("xmalloc-test", Layout::new::<Batch>()).cast::<Batch>();
     for i in 0..OBJECTS_PER_BATCH {
-        let object = allocate("xmalloc-test", bytes(OBJECT_SIZE));
+        let object = allocate::<M>("xmalloc-test", bytes(OBJECT_SIZE));
         // SAFETY: `object` has OBJECT_SIZE >= FILL_BYTES bytes; `batch` is a
         // fresh block of a `Batch`'s layout, written field by field.
         unsafe {
@@ -62,30 +84,28 @@ fn fill_batch() -> *mut Batch {
 }
 
 /// `enqueue_batch`: waits while the stack is full.
-fn enqueue_batch(batch: *mut Batch) {
+fn enqueue_batch<M: Machine>(batch: *mut Batch) {
     let mut spins = 0;
     loop {
+        if let Some(mut stack) = STACK.try_lock()
+            && stack.batch_count < BATCH_COUNT_LIMIT
         {
-            let mut stack = STACK.lock().expect("no thread panics holding the stack");
-            if stack.batch_count < BATCH_COUNT_LIMIT {
-                // SAFETY: we own `batch` until it is on the stack.
-                unsafe { (&raw mut (*batch).next_batch).write(stack.batches) };
-                stack.batches = batch;
-                stack.batch_count += 1;
-                return;
-            }
+            // SAFETY: we own `batch` until it is on the stack.
+            unsafe { (&raw mut (*batch).next_batch).write(stack.batches) };
+            stack.batches = batch;
+            stack.batch_count += 1;
+            return;
         }
-        wait_for_another(&mut spins);
+        M::wait_for_another(&mut spins);
     }
 }
 
 /// `dequeue_batch`: waits while the stack is empty; `None` once `total`
 /// batches have been taken in this run.
-fn dequeue_batch(total: u64) -> Option<*mut Batch> {
+fn dequeue_batch<M: Machine>(total: u64) -> Option<*mut Batch> {
     let mut spins = 0;
     loop {
-        {
-            let mut stack = STACK.lock().expect("no thread panics holding the stack");
+        if let Some(mut stack) = STACK.try_lock() {
             if !stack.batches.is_null() {
                 let batch = stack.batches;
                 // SAFETY: a batch on the stack is a full `Batch`.
@@ -98,7 +118,7 @@ fn dequeue_batch(total: u64) -> Option<*mut Batch> {
                 return None;
             }
         }
-        wait_for_another(&mut spins);
+        M::wait_for_another(&mut spins);
     }
 }
 
@@ -113,22 +133,22 @@ fn release_batch(batch: *mut Batch) {
     unsafe { free(batch.cast(), Layout::new::<Batch>()) };
 }
 
-pub fn xmalloc_test(cpu: usize, ops: u64) -> CpuRun {
-    let cpus = threads();
+pub fn xmalloc_test<M: Machine>(cpu: usize, ops: u64) -> CpuRun {
+    let cpus = M::cpus();
     let prepare = || {
         if cpu == 0 {
             RELEASED.store(0, Ordering::Relaxed);
         }
-        BARRIER.wait();
+        BARRIER.wait::<M>();
     };
     if cpus == 1 {
         let batches = (ops / (2 * OPS_PER_BATCH)).max(1);
-        return run_phases(
+        return run_phases::<M>(
             batches,
             prepare,
             |_| {
-                enqueue_batch(fill_batch());
-                release_batch(dequeue_batch(batches).expect("the batch just pushed"));
+                enqueue_batch::<M>(fill_batch::<M>());
+                release_batch(dequeue_batch::<M>(batches).expect("the batch just pushed"));
                 Some(2 * OPS_PER_BATCH)
             },
             || {},
@@ -137,22 +157,22 @@ pub fn xmalloc_test(cpu: usize, ops: u64) -> CpuRun {
     let producers = cpus.div_ceil(2) as u64;
     let batches_per_producer = (ops / OPS_PER_BATCH).max(1);
     if cpu.is_multiple_of(2) {
-        run_phases(
+        run_phases::<M>(
             batches_per_producer,
             prepare,
             |_| {
-                enqueue_batch(fill_batch());
+                enqueue_batch::<M>(fill_batch::<M>());
                 Some(OPS_PER_BATCH)
             },
             || {},
         )
     } else {
         let total = producers * batches_per_producer;
-        run_phases(
+        run_phases::<M>(
             u64::MAX,
             prepare,
             |_| {
-                let batch = dequeue_batch(total)?;
+                let batch = dequeue_batch::<M>(total)?;
                 release_batch(batch);
                 Some(OPS_PER_BATCH)
             },

@@ -29,11 +29,8 @@ use core::{
     sync::atomic::{AtomicPtr, Ordering},
 };
 
-use super::common::{CpuBarrier, allocate, bytes, free, run_phases};
-use crate::{
-    jobs::bench::CpuRun,
-    smp::{self, MAX_CPUS},
-};
+use super::common::{CpuBarrier, allocate, bytes, free};
+use crate::{CpuRun, MAX_CPUS, Machine, timing::run_phases};
 
 /// `objSize`.
 const OBJECT_SIZE: usize = 1;
@@ -65,17 +62,17 @@ impl Start {
     }
 }
 
-pub fn cache_scratch(cpu: usize, ops: u64) -> CpuRun {
-    worker(cpu, ops, Start::FreeHandedOver)
+pub fn cache_scratch<M: Machine>(cpu: usize, ops: u64) -> CpuRun {
+    worker::<M>(cpu, ops, Start::FreeHandedOver)
 }
 
-pub fn cache_thrash(cpu: usize, ops: u64) -> CpuRun {
-    worker(cpu, ops, Start::Fresh)
+pub fn cache_thrash<M: Machine>(cpu: usize, ops: u64) -> CpuRun {
+    worker::<M>(cpu, ops, Start::Fresh)
 }
 
 /// One allocation, hammered `repetitions` times, freed.
-fn iteration(start: Start, repetitions: u64) {
-    let object = allocate(start.workload(), bytes(OBJECT_SIZE));
+fn iteration<M: Machine>(start: Start, repetitions: u64) {
+    let object = allocate::<M>(start.workload(), bytes(OBJECT_SIZE));
     for _ in 0..repetitions {
         for k in 0..OBJECT_SIZE {
             // SAFETY: `object` has OBJECT_SIZE bytes.
@@ -90,20 +87,23 @@ fn iteration(start: Start, repetitions: u64) {
     unsafe { free(object, bytes(OBJECT_SIZE)) };
 }
 
-fn worker(cpu: usize, ops: u64, start: Start) -> CpuRun {
-    let cpus = smp::online_cpus();
+fn worker<M: Machine>(cpu: usize, ops: u64, start: Start) -> CpuRun {
+    let cpus = M::cpus();
     let repetitions = (REPETITIONS / cpus as u64).max(1);
     let iterations = (ops / 2).max(1);
     let phases = iterations.div_ceil(ITERATIONS_PER_PHASE);
-    run_phases(
+    run_phases::<M>(
         phases,
         || {
             if start == Start::FreeHandedOver && cpu == 0 {
                 for slot in HANDED_OVER.iter().take(cpus) {
-                    slot.store(allocate("cache-scratch", bytes(OBJECT_SIZE)), Ordering::Release);
+                    slot.store(
+                        allocate::<M>("cache-scratch", bytes(OBJECT_SIZE)),
+                        Ordering::Release,
+                    );
                 }
             }
-            BARRIER.wait();
+            BARRIER.wait::<M>();
         },
         |phase| {
             let mut done = 0;
@@ -117,7 +117,7 @@ fn worker(cpu: usize, ops: u64, start: Start) -> CpuRun {
             let first = phase * ITERATIONS_PER_PHASE;
             let count = ITERATIONS_PER_PHASE.min(iterations - first);
             for _ in 0..count {
-                iteration(start, repetitions);
+                iteration::<M>(start, repetitions);
             }
             Some(done + 2 * count)
         },
