@@ -261,8 +261,7 @@ fn outstanding_objects() -> i64 {
 fn wait_for_the_main_thread_to_sleep() {
     let stat = format!("/proc/self/task/{}/stat", std::process::id());
     // The state is the field after the parenthesised name.
-    while std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.as_bytes()[0]
-        != b'S'
+    while std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.as_bytes()[0] != b'S'
     {
         thread::yield_now();
     }
@@ -329,7 +328,11 @@ fn many_more_threads_than_slots_in_a_child() {
     let mut slots: Vec<usize> = owned.iter().flatten().copied().collect();
     slots.sort_unstable();
     slots.dedup();
-    assert_eq!(slots.len(), owned.iter().flatten().count(), "two threads owned one slot: {owned:?}");
+    assert_eq!(
+        slots.len(),
+        owned.iter().flatten().count(),
+        "two threads owned one slot: {owned:?}"
+    );
     assert!(slots.iter().all(|&slot| slot < 3), "only slots 0 to 2 are owned: {owned:?}");
     assert!(owned.iter().filter(|o| o.is_none()).count() >= THREADS - 1, "{owned:?}");
     for &slot in &slots {

@@ -286,13 +286,12 @@ impl HostPlatform {
     #[inline]
     pub(crate) fn lease(&self) -> SlotLease<'_> {
         let last = LAST_SHARED.get();
-        let slot = if (self.owned.load(Relaxed)..self.slots()).contains(&last)
-            && self.try_claim(last)
-        {
-            last
-        } else {
-            self.claim_shared(last)
-        };
+        let slot =
+            if (self.owned.load(Relaxed)..self.slots()).contains(&last) && self.try_claim(last) {
+                last
+            } else {
+                self.claim_shared(last)
+            };
         SlotLease::hold(self, slot)
     }
 
