@@ -239,3 +239,215 @@ fn the_readme_quotes_the_doctest_verbatim() {
         "README.md's dependency line"
     );
 }
+
+/// Objects handed out and not yet freed, over every slot: small ones
+/// (allocations less frees, per class) and large ones. Exact when no other
+/// thread allocates meanwhile (a child with `--test-threads=1`).
+fn outstanding_objects() -> i64 {
+    let stats = HEAP.stats();
+    (0..stats.cpus)
+        .filter_map(|slot| HEAP.cpu_stats(slot))
+        .map(|cpu| {
+            let small: i64 = cpu.classes.iter().map(|c| c.allocs as i64 - c.frees as i64).sum();
+            small + cpu.large_allocs as i64 - cpu.large_frees as i64
+        })
+        .sum()
+}
+
+/// Waits until the harness's main thread (the child's own, waiting for the
+/// test's thread) sleeps: its first wait allocates (the channel's waiter
+/// context, kept by the thread), which must not land inside a count of
+/// `outstanding_objects`.
+fn wait_for_the_main_thread_to_sleep() {
+    let stat = format!("/proc/self/task/{}/stat", std::process::id());
+    // The state is the field after the parenthesised name.
+    while std::fs::read_to_string(&stat).unwrap().rsplit_once(") ").unwrap().1.as_bytes()[0] != b'S'
+    {
+        thread::yield_now();
+    }
+}
+
+/// Bytes of objects cached in `slot`.
+fn cached_bytes(slot: usize) -> u64 {
+    HEAP.stats().per_cpu()[slot].cached_bytes
+}
+
+/// Work for one thread: allocations of several classes kept and checked,
+/// a few sent on through `sender`, the rest freed.
+fn churn(thread: usize, sender: &mpsc::Sender<Vec<u64>>) {
+    let mut kept: Vec<Vec<u64>> = Vec::new();
+    for round in 0..500u64 {
+        kept.push(vec![thread as u64 ^ round; 1 + (round % 40) as usize]);
+        if round % 7 == 0 {
+            sender.send(kept.swap_remove(0)).unwrap();
+        }
+        if kept.len() > 64 {
+            kept.drain(..32);
+        }
+    }
+    assert!(kept.iter().all(|v| v.iter().all(|&x| x == v[0])), "thread {thread}");
+}
+
+/// In a child with 5 slots (3 owned, 2 shared; the harness's main thread
+/// and the test's own thread own two): 40 threads at once, so all but one
+/// lease shared slots per call; every object comes back.
+#[test]
+fn many_more_threads_than_slots_in_a_child() {
+    if std::env::var(CHILD_VAR).as_deref() != Ok("many_more_threads_than_slots_in_a_child") {
+        return;
+    }
+    const THREADS: usize = 40;
+    // std's one-time allocations for a thread that spawns scoped threads
+    // (its own `Thread` handle) come before the count.
+    thread::scope(|scope| scope.spawn(|| ()).join().unwrap());
+    wait_for_the_main_thread_to_sleep();
+    let before = outstanding_objects();
+    let (sender, receiver) = mpsc::channel();
+    let start = std::sync::Barrier::new(THREADS);
+    let owned: Vec<Option<usize>> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let (sender, start) = (sender.clone(), &start);
+                scope.spawn(move || {
+                    let _ = vec![0u8; 16];
+                    start.wait();
+                    churn(thread, &sender);
+                    // No thread exits (gives a slot back) before all got here.
+                    let slot = HEAP.owned_slot();
+                    start.wait();
+                    slot
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    drop(sender);
+    let received: Vec<Vec<u64>> = receiver.into_iter().collect();
+    assert_eq!(received.len(), THREADS * 500usize.div_ceil(7));
+    drop(received);
+    let mut slots: Vec<usize> = owned.iter().flatten().copied().collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(
+        slots.len(),
+        owned.iter().flatten().count(),
+        "two threads owned one slot: {owned:?}"
+    );
+    assert!(slots.iter().all(|&slot| slot < 3), "only slots 0 to 2 are owned: {owned:?}");
+    assert!(owned.iter().filter(|o| o.is_none()).count() >= THREADS - 1, "{owned:?}");
+    for &slot in &slots {
+        assert_eq!(cached_bytes(slot), 0, "exited thread's slot {slot} kept objects");
+    }
+    drop(owned);
+    drop(slots);
+    assert_eq!(outstanding_objects(), before, "objects of the exited threads were not all freed");
+    println!("CHILD PASSED");
+}
+
+#[test]
+fn many_more_threads_than_slots() {
+    let output = run_child("many_more_threads_than_slots_in_a_child", &[("SLAB_HOST_CPUS", "5")]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("CHILD PASSED"), "{text}{}", stderr(&output));
+}
+
+/// In a child with 5 slots (3 owned): the harness's main thread and the
+/// test's thread own two, and 20 threads one after the other each own the
+/// third, given back at exit.
+#[test]
+fn exited_threads_slots_are_reused_in_a_child() {
+    if std::env::var(CHILD_VAR).as_deref() != Ok("exited_threads_slots_are_reused_in_a_child") {
+        return;
+    }
+    assert!(HEAP.owned_slot().is_some(), "the test thread owns a slot");
+    wait_for_the_main_thread_to_sleep();
+    let before = outstanding_objects();
+    let (sender, receiver) = mpsc::channel();
+    let mut first_slot = None;
+    for thread in 0..20 {
+        let sender = sender.clone();
+        let slot = thread::spawn(move || {
+            churn(thread, &sender);
+            HEAP.owned_slot()
+        })
+        .join()
+        .unwrap();
+        let slot = slot.unwrap_or_else(|| panic!("thread {thread} owned no slot"));
+        assert_eq!(*first_slot.get_or_insert(slot), slot, "thread {thread} took another slot");
+        assert_eq!(cached_bytes(slot), 0, "thread {thread}'s slot {slot} kept objects");
+    }
+    drop(sender);
+    assert_eq!(receiver.into_iter().count(), 20 * 500usize.div_ceil(7));
+    assert_eq!(outstanding_objects(), before, "objects of the exited threads were not all freed");
+    println!("CHILD PASSED");
+}
+
+#[test]
+fn exited_threads_slots_are_reused() {
+    let output =
+        run_child("exited_threads_slots_are_reused_in_a_child", &[("SLAB_HOST_CPUS", "5")]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("CHILD PASSED"), "{text}{}", stderr(&output));
+}
+
+/// A `thread_local!` whose destructor allocates and frees, and sends a
+/// block out of the dying thread.
+struct AllocatesWhenDropped(mpsc::Sender<String>);
+
+impl Drop for AllocatesWhenDropped {
+    fn drop(&mut self) {
+        let words: Vec<String> = (0..100).map(|i| format!("word {i}")).collect();
+        self.0.send(words.join(" ")).unwrap();
+    }
+}
+
+std::thread_local! {
+    static DROPPED_AT_EXIT: std::cell::RefCell<Option<AllocatesWhenDropped>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The value of `LATE_KEY`, a thread-specific key created after the heap's
+/// own, so glibc runs its destructor after the heap's: the thread has given
+/// its slot back and allocates through a shared one.
+static LATE_KEY: std::sync::OnceLock<libc::pthread_key_t> = std::sync::OnceLock::new();
+
+unsafe extern "C" fn allocate_after_the_slot_went_back(sender: *mut libc::c_void) {
+    // SAFETY: the value `tls_destructors_allocate` set: a leaked
+    // `Box<mpsc::Sender<String>>`, taken back once here.
+    let sender = unsafe { Box::from_raw(sender.cast::<mpsc::Sender<String>>()) };
+    let late = format!("late {:?}", HEAP.owned_slot());
+    sender.send(late.repeat(50)).unwrap();
+}
+
+#[test]
+fn tls_destructors_allocate() {
+    let key = *LATE_KEY.get_or_init(|| {
+        let mut key = 0;
+        // SAFETY: `key` is writable; the destructor is a valid function.
+        let created =
+            unsafe { libc::pthread_key_create(&mut key, Some(allocate_after_the_slot_went_back)) };
+        assert_eq!(created, 0);
+        key
+    });
+    let (sender, receiver) = mpsc::channel();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let sender = sender.clone();
+            thread::spawn(move || {
+                let _ = vec![1u8; 100];
+                let late = Box::into_raw(Box::new(sender.clone()));
+                // SAFETY: a live key; the value is taken back by its destructor.
+                assert_eq!(unsafe { libc::pthread_setspecific(key, late.cast()) }, 0);
+                DROPPED_AT_EXIT.set(Some(AllocatesWhenDropped(sender)));
+            })
+        })
+        .collect();
+    drop(sender);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let texts: Vec<String> = receiver.into_iter().collect();
+    let expected_early = (0..100).map(|i| format!("word {i}")).collect::<Vec<_>>().join(" ");
+    assert_eq!(texts.iter().filter(|t| **t == expected_early).count(), 4, "{texts:?}");
+    assert_eq!(texts.iter().filter(|t| **t == "late None".repeat(50)).count(), 4, "{texts:?}");
+}

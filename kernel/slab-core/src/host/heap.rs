@@ -14,7 +14,7 @@ use crate::host::platform::HostPlatform;
 use crate::host::settings::Settings;
 use crate::host::stderr::{Stderr, fatal};
 use crate::platform::MAX_CPUS;
-use crate::stats::HeapStats;
+use crate::stats::{CpuStats, HeapStats};
 
 /// The allocator core as a user-space global allocator (Linux, feature
 /// `host`). README.md quotes the first two lines of this example (a test
@@ -30,8 +30,10 @@ use crate::stats::HeapStats;
 /// }
 /// ```
 ///
-/// Per-thread slab caches (each heap call leases one of the heap's CPU
-/// slots) in front of TLSF over an mmap'd region that grows as needed.
+/// Per-thread slab caches (a thread owns one of the heap's CPU slots from
+/// its first allocation to its exit; threads beyond the slots lease a
+/// shared one per call) in front of TLSF over an mmap'd region that grows
+/// as needed.
 /// Settings come from the environment at the first allocation:
 /// `SLAB_HOST_CPUS` (slots, default: 8 per CPU the process may run on),
 /// `SLAB_HOST_MODE` (`slab` or `locked`), `SLAB_HOST_HEAPCHECK` (`on` or
@@ -51,11 +53,20 @@ const STARTING: u8 = 1;
 const READY: u8 = 2;
 
 /// Slots per CPU the process may run on, unless `SLAB_HOST_CPUS` says:
-/// programs run more threads than CPUs, and a thread that finds its last
-/// slot free keeps its own warm caches (on the 8-thread workload with 2
-/// CPUs, 16 slots ran in 0.71 s, 8 in 0.77 s, 2 in 0.95 s; docs/host.md).
-/// A slot costs nothing until a thread leases it.
+/// programs run more threads than CPUs, and each thread that owns a slot
+/// keeps its own warm caches (on the 8-thread workload with 2 CPUs and
+/// per-call leases, 16 slots ran in 0.71 s, 8 in 0.77 s, 2 in 0.95 s;
+/// docs/host.md). A slot costs nothing until a thread takes it, and an
+/// exiting thread's slot is drained and reused.
 const SLOTS_PER_CPU: usize = 8;
+
+/// Of `slots` slots, how many are leased per call (the rest are owned by
+/// threads): one per CPU the process may run on (a thread leasing one
+/// competes only with threads running at the same time), at most half of
+/// them, at least one.
+fn shared_slots(slots: usize, cpus: usize) -> usize {
+    cpus.min(slots / 2).max(1)
+}
 
 /// The heap whose statistics are printed at exit (`SLAB_HOST_STATS=1`): the
 /// first that asked; null for none.
@@ -82,6 +93,27 @@ impl HostHeap {
         self.heap.usage()
     }
 
+    /// One slot's figures, per size class (`None` past the 128th).
+    pub fn cpu_stats(&self, slot: usize) -> Option<CpuStats> {
+        self.heap.cpu_stats(slot)
+    }
+
+    /// The slot the calling thread owns in this heap (from its first
+    /// allocation to its exit), or `None` if it leases one per call: the
+    /// heap is not the process's first `HostHeap`, every owned slot was
+    /// taken when the thread first allocated (and none was given back
+    /// since), or the thread is exiting.
+    pub fn owned_slot(&self) -> Option<usize> {
+        self.heap.platform().owned_slot()
+    }
+
+    /// Takes an owned slot for this thread if it can (then `true`).
+    #[inline(never)]
+    fn try_own(&self) -> bool {
+        self.ensure_started();
+        self.heap.platform().try_own(ptr::from_ref(self).cast())
+    }
+
     /// Starts the heap if no thread has yet.
     #[inline(always)]
     fn ensure_started(&self) {
@@ -104,8 +136,14 @@ impl HostHeap {
             }
         }
         let settings = Settings::from_env().unwrap_or_else(|error| fatal(format_args!("{error}")));
-        let slots = settings.cpus.unwrap_or_else(|| (usable_cpus() * SLOTS_PER_CPU).min(MAX_CPUS));
-        self.heap.platform().configure(slots, settings.lock_wait);
+        let cpus = usable_cpus();
+        let slots = settings.cpus.unwrap_or_else(|| (cpus * SLOTS_PER_CPU).min(MAX_CPUS));
+        self.heap.platform().configure(
+            slots,
+            shared_slots(slots, cpus),
+            settings.lock_wait,
+            give_back_thread_slot,
+        );
         if let Err(failed) = self.heap.with_backend(HostBackend::reserve) {
             fatal(format_args!(
                 "could not reserve the heap's address space: errno {}",
@@ -143,12 +181,39 @@ impl Default for HostHeap {
 }
 
 impl Drop for HostHeap {
-    /// A heap that is not a `static` stops being reported at exit. (Its
-    /// address space stays reserved: blocks may still be in use.)
+    /// A heap that is not a `static` stops being reported at exit, and
+    /// the calling thread gives back the slot it owns. Another thread
+    /// that still owns one of its slots would name a dead heap at its
+    /// exit: that stops the program. (The address space stays reserved:
+    /// blocks may still be in use.)
     fn drop(&mut self) {
         let this = ptr::from_mut(self);
         let _ = STATS_AT_EXIT.compare_exchange(this, ptr::null_mut(), AcqRel, Relaxed);
+        if self.heap.platform().others_own_slots() {
+            fatal(format_args!("a HostHeap was dropped while threads still own its slots"));
+        }
+        self.give_back_thread_slot();
     }
+}
+
+impl HostHeap {
+    /// Drains the calling thread's owned slot back to the slabs and gives
+    /// it back (at thread exit, `platform.rs`).
+    fn give_back_thread_slot(&self) {
+        self.heap.platform().give_back_owned(|| {
+            self.heap.drain_local_cpu();
+        });
+    }
+}
+
+/// The exit hook of a thread that owns a slot (`HostPlatform::try_own`'s
+/// thread-specific key), called with its heap.
+unsafe extern "C" fn give_back_thread_slot(heap: *mut core::ffi::c_void) {
+    // SAFETY: the key's value is the owning heap (`HostHeap::try_own`),
+    // alive: a heap dropped while other threads own its slots stops the
+    // program (`Drop`), and the dropping thread gave its own slot back.
+    let heap = unsafe { &*heap.cast_const().cast::<HostHeap>() };
+    heap.give_back_thread_slot();
 }
 
 /// Prints `HEAPSTATS {json}` of the registered heap on stderr (at exit).
@@ -179,30 +244,85 @@ fn usable_cpus() -> usize {
     usize::try_from(cpus).unwrap_or(1).clamp(1, MAX_CPUS)
 }
 
-// SAFETY: every call leases a slot before it uses the core (the
-// `Platform` contract, `platform.rs`), and forwards to `SlabHeap`, whose
-// `alloc`, `dealloc` and `realloc` are `GlobalAlloc`'s contract.
-unsafe impl GlobalAlloc for HostHeap {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.ensure_started();
+impl HostHeap {
+    /// Whether the calling thread owns a slot of this heap (then the
+    /// heap has started): one thread-local load and a compare.
+    #[inline(always)]
+    fn owns_slot(&self) -> bool {
+        self.heap.platform().owned_slot().is_some()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_unowned(&self, layout: Layout) -> *mut u8 {
+        if self.try_own() {
+            return self.heap.alloc(layout);
+        }
         let _lease = self.heap.platform().lease();
         self.heap.alloc(layout)
     }
 
+    /// # Safety
+    /// `GlobalAlloc::dealloc`'s.
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_unowned(&self, ptr: *mut u8, layout: Layout) {
+        if !self.try_own() {
+            let _lease = self.heap.platform().lease();
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.heap.dealloc(ptr, layout) };
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.heap.dealloc(ptr, layout) }
+    }
+
+    /// # Safety
+    /// `GlobalAlloc::realloc`'s.
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_unowned(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !self.try_own() {
+            let _lease = self.heap.platform().lease();
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.heap.realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.heap.realloc(ptr, layout, new_size) }
+    }
+}
+
+// SAFETY: every call runs the core on a slot the thread holds: the one it
+// owns, or, if none, one it leases for the call (the `Platform` contract,
+// `platform.rs`); and forwards to `SlabHeap`, whose `alloc`, `dealloc` and
+// `realloc` are `GlobalAlloc`'s contract.
+unsafe impl GlobalAlloc for HostHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if self.owns_slot() {
+            return self.heap.alloc(layout);
+        }
+        self.alloc_unowned(layout)
+    }
+
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let _lease = self.heap.platform().lease();
-        // SAFETY: forwarded from the caller: `ptr` came from this heap with
-        // `layout` (so the heap has started) and is freed once.
-        unsafe { self.heap.dealloc(ptr, layout) }
+        if self.owns_slot() {
+            // SAFETY: forwarded from the caller: `ptr` came from this heap
+            // with `layout` and is freed once.
+            return unsafe { self.heap.dealloc(ptr, layout) };
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.dealloc_unowned(ptr, layout) }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _lease = self.heap.platform().lease();
-        // SAFETY: forwarded from the caller (`GlobalAlloc::realloc`'s
-        // contract is `SlabHeap::realloc`'s).
-        unsafe { self.heap.realloc(ptr, layout, new_size) }
+        if self.owns_slot() {
+            // SAFETY: forwarded from the caller (`GlobalAlloc::realloc`'s
+            // contract is `SlabHeap::realloc`'s).
+            return unsafe { self.heap.realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.realloc_unowned(ptr, layout, new_size) }
     }
 }

@@ -11,7 +11,9 @@ use crate::mode::Mode;
 use crate::platform::MAX_CPUS;
 
 /// `SLAB_HOST_CPUS`: how many CPU slots (caches) the heap keeps, `1..=128`;
-/// default: 8 per CPU this process may run on, at most 128.
+/// default: 8 per CPU this process may run on, at most 128. One per CPU
+/// (at most half, at least one) is leased per call; threads own the rest
+/// for their life (`platform.rs`).
 pub const CPUS_VAR: &CStr = c"SLAB_HOST_CPUS";
 /// `SLAB_HOST_MODE`: `slab` (default) or `locked`.
 pub const MODE_VAR: &CStr = c"SLAB_HOST_MODE";
