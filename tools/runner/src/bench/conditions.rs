@@ -281,7 +281,11 @@ mod tests {
 
         std::fs::write(repo.path().join("docs/benchmarks/results.json"), "[1]").unwrap();
         std::fs::write(repo.path().join("untracked.txt"), "x").unwrap();
-        assert_eq!(kernel_commit(repo.path()), clean, "results and untracked files are not the kernel");
+        assert_eq!(
+            kernel_commit(repo.path()),
+            clean,
+            "results and untracked files are not the kernel"
+        );
 
         std::fs::write(repo.path().join("kernel.rs"), "fn main() { loop {} }").unwrap();
         assert_eq!(kernel_commit(repo.path()), format!("{clean}-dirty"));
