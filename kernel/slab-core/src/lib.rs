@@ -14,6 +14,7 @@ mod cpu_cache;
 mod heap;
 #[cfg(feature = "host")]
 mod host;
+mod inbox;
 mod lock;
 mod magazine;
 mod mode;
