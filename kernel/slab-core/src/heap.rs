@@ -21,7 +21,7 @@ use crate::check::{self, Checking, CheckingLocked, HeapFault, Trailer};
 use crate::cpu_cache::{
     BUSY_CPU_WORD, Claim, CpuSlot, CpuSlots, FreeOutcome, SlotUser, initial_cpu_word,
 };
-use crate::inbox::{Batches, Inbox, Inboxes, inbox_limit, new_inboxes};
+use crate::inbox::{Batches, Inbox, Inboxes, new_inboxes};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::magazine::Magazine;
 use crate::mode::{Mode, ModeLocked};
@@ -558,7 +558,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 let objects = batch.len() as u64;
                 // SAFETY: free objects of `class` from `owner`'s slabs,
                 // owned by the batch alone (the bucket held them).
-                match unsafe { self.inbox(owner, class).push(batch, inbox_limit(class)) } {
+                match unsafe { self.inbox(owner, class).push(batch, class.inbox_capacity()) } {
                     Ok(()) => {
                         // Out of this CPU's cache, into the owner's inbox.
                         counters.flushed_objects.add(objects);

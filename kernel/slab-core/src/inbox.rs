@@ -24,7 +24,7 @@ use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::magazine::Magazine;
 use crate::platform::MAX_CPUS;
-use crate::size_class::{MAX_MAGAZINE_CAPACITY, NUM_CLASSES, SizeClass};
+use crate::size_class::{MAX_INBOX_OBJECTS, NUM_CLASSES};
 use crate::sync::AtomicPtr;
 
 /// Bits a [`tagged`] pointer keeps beside the address: 4 below it (objects
@@ -154,12 +154,7 @@ pub(crate) fn new_inboxes() -> Inboxes {
     core::array::from_fn(|_| InboxRow(core::array::from_fn(|_| Inbox::new())))
 }
 
-/// The most objects one inbox may hold: four magazines of its class (a
-/// push beyond goes back to the slabs under the global lock).
-pub(crate) fn inbox_limit(class: SizeClass) -> usize {
-    4 * class.magazine_capacity()
-}
-const _: () = assert!(4 * MAX_MAGAZINE_CAPACITY <= MAX_TAG);
+const _: () = assert!(MAX_INBOX_OBJECTS <= MAX_TAG);
 
 /// Batches taken from an inbox, still linked: one word, the top batch
 /// tagged with the objects in all batches (as the inbox's word), kept in

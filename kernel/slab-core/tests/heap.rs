@@ -151,9 +151,12 @@ fn a_full_inbox_sends_batches_back_to_their_slabs_under_the_lock() {
     let heap = TestHeap::new(4 * MIB, 2, ReclaimStyle::SwitchCpus);
     let start = heap.free_bytes();
     let l = layout(64, 8);
-    let capacity = SizeClass::for_layout(l).unwrap().magazine_capacity();
-    // The inbox holds four batches; the fifth and sixth find it full.
-    let count = 6 * capacity;
+    let class = SizeClass::for_layout(l).unwrap();
+    let capacity = class.magazine_capacity();
+    assert_eq!(class.inbox_capacity() % capacity, 0);
+    // The inbox takes whole batches up to its capacity; the last two find
+    // it full.
+    let count = class.inbox_capacity() + 2 * capacity;
     set_cpu(0);
     let blocks: Vec<*mut u8> = (0..count).map(|_| heap.alloc(l)).collect();
     set_cpu(1);
@@ -163,7 +166,7 @@ fn a_full_inbox_sends_batches_back_to_their_slabs_under_the_lock() {
     }
     let [cpu0, cpu1] = [0, 1].map(|cpu| heap.stats().per_cpu()[cpu]);
     assert_eq!((cpu1.flushes, cpu1.lock.acquisitions, cpu1.cached_bytes), (2, 2, 0));
-    assert!(cpu0.cached_bytes >= 4 * capacity as u64 * 64, "the inbox is at its limit");
+    assert!(cpu0.cached_bytes >= class.inbox_capacity() as u64 * 64, "the inbox is full");
     assert_ops_accounted(&heap);
     // Draining CPU 0 empties its inbox back to the slabs.
     set_cpu(0);
