@@ -73,6 +73,24 @@ const FREE_STEP: u64 = ONE_OP + 1;
 const SPARE_LEN: u64 = LEN_MASK;
 const _: () = assert!(MAX_MAGAZINE_CAPACITY < SPARE_LEN as usize);
 
+/// What the fast path of a free did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FastFree {
+    /// Freed into the loaded magazine.
+    Done,
+    /// Nothing: the object is another CPU's, and the claim holds this
+    /// CPU's own slot.
+    Remote,
+    /// Nothing: the loaded magazine is full, or the claim holds the spare.
+    Miss,
+}
+
+/// The CPU whose slot word (while its slot is unused) is `word`.
+#[inline]
+pub(crate) const fn cpu_of_word(word: usize) -> usize {
+    word / size_of::<CpuSlot>()
+}
+
 /// What a free left to do.
 #[derive(Debug)]
 #[must_use]
@@ -519,6 +537,34 @@ impl<'h, P: Platform> Claim<'h, P> {
         Self { slot, word, platform, words }
     }
 
+    /// Hands the claim on as its word alone (the slot stays claimed): for a
+    /// call that [`Self::resume`]s it, so that the fast path passes one
+    /// register and keeps its own addressing.
+    #[inline(always)]
+    pub(crate) fn into_word(self) -> usize {
+        let word = self.word;
+        core::mem::forget(self);
+        word
+    }
+
+    /// The claim [`Self::into_word`] handed on as `word`.
+    ///
+    /// # Safety
+    /// `word` came from `into_word` of a claim on these `slots` and
+    /// `words` with this `platform`, on this CPU, and no other claim was
+    /// resumed from it.
+    #[inline(always)]
+    pub(crate) unsafe fn resume(
+        slots: &'h CpuSlots,
+        platform: &'h P,
+        words: &'h CpuWords,
+        word: usize,
+    ) -> Self {
+        // SAFETY: `word` was a claim's, the offset of one of the slots.
+        let slot = unsafe { &*slots.as_ptr().byte_add(word) };
+        Self { slot, word, platform, words }
+    }
+
     /// The fast path of an allocation: an object from the loaded magazine,
     /// counted; `None` when it is empty (always on the spare).
     #[inline(always)]
@@ -529,31 +575,36 @@ impl<'h, P: Platform> Claim<'h, P> {
     }
 
     /// The fast path of a free: into the loaded magazine if it has room and
-    /// the object is one of this CPU's, counted. Returns whether it did.
+    /// the object is one of this CPU's, counted.
     ///
     /// # Safety
     /// `object` must be a live object the heap handed out for a layout of
     /// `class` (`SizeClass::for_common_layout`), handed back now.
     #[inline(always)]
-    pub(crate) unsafe fn push_loaded_if_own(&self, class: SizeClass, object: NonNull<u8>) -> bool {
+    pub(crate) unsafe fn push_loaded_if_own(
+        &self,
+        class: SizeClass,
+        object: NonNull<u8>,
+    ) -> FastFree {
         let class_slot = &self.slot.classes[class.index()];
         // On the spare (slot busy, locked mode, checking) this fails first,
         // before anything assumes the heap is in slab mode.
         // SAFETY: a claim is its slot's one user, or holds the spare.
         if !unsafe { class_slot.loaded_has_room(class) } {
-            return false;
+            return FastFree::Miss;
         }
         // SAFETY: the claim holds its own slot, so the heap is in slab mode
         // without checking, which carved the object from a slab of `class`
         // that is live while the object is outstanding (caller).
-        let owner_word = unsafe { SlabRef::containing(object, class) }.owner_word();
-        if owner_word != self.word {
-            return false;
+        if unsafe { SlabRef::containing(object, class) }.owner_word() != self.word {
+            // Out of the cache hit's line of code (block placement only).
+            core::hint::cold_path();
+            return FastFree::Remote;
         }
         // SAFETY: the claim is the slot's one user, and the object is one of
         // this CPU's of `class` (caller; its owner's word is ours).
         unsafe { class_slot.push_loaded(object) };
-        true
+        FastFree::Done
     }
 
     /// The slot's one user, unless the claim holds the spare.
@@ -583,7 +634,7 @@ impl<'h, P: Platform> SlotUser<'h, P> {
     /// The CPU whose slot this is.
     #[inline]
     pub(crate) fn cpu(&self) -> usize {
-        self.claim.word / size_of::<CpuSlot>()
+        cpu_of_word(self.claim.word)
     }
 
     /// The slow-path counters of this CPU (this user may write those the

@@ -19,7 +19,7 @@ use crate::backend::Backend;
 use crate::central::{Central, HeapUsage, Taken};
 use crate::check::{self, Checking, CheckingLocked, HeapFault, Trailer};
 use crate::cpu_cache::{
-    BUSY_CPU_WORD, Claim, CpuSlot, CpuSlots, FreeOutcome, SlotUser, initial_cpu_word,
+    BUSY_CPU_WORD, Claim, CpuSlot, CpuSlots, FastFree, FreeOutcome, SlotUser, initial_cpu_word,
 };
 use crate::inbox::{Batches, Inbox, Inboxes, new_inboxes};
 use crate::lock::{SpinGuard, SpinLock};
@@ -203,8 +203,11 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     }
 
     /// `dealloc`'s fast path alone: a common layout, this CPU's slot free
-    /// to use, room in the loaded magazine, the object one of this CPU's.
-    /// Returns whether it freed the block; if not, it changed nothing and
+    /// to use, room in the loaded magazine, and the object one of this
+    /// CPU's (into the loaded magazine) or another CPU's (into this CPU's
+    /// bucket for that owner, through a call that is not cold; the global
+    /// lock only if the owner's inbox is full). Returns whether it freed
+    /// the block; if not, it changed nothing and
     /// [`dealloc_slow`](Self::dealloc_slow) must free it.
     ///
     /// # Safety
@@ -221,8 +224,37 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         // SAFETY: forwarded from the caller: a live block of ours (never
         // null) of a layout that maps to `class`.
         let object = unsafe { NonNull::new_unchecked(ptr) };
+        let claim = self.claim_this_cpu();
         // SAFETY: as above, handed back now.
-        unsafe { self.claim_this_cpu().push_loaded_if_own(class, object) }
+        match unsafe { claim.push_loaded_if_own(class, object) } {
+            FastFree::Done => true,
+            FastFree::Miss => false,
+            // SAFETY: as above; the claim holds this CPU's own slot.
+            FastFree::Remote => unsafe { self.free_remote(claim.into_word(), class, object) },
+        }
+    }
+
+    /// A free of another CPU's object, off the fast path but not cold (the
+    /// `xfer` pattern makes every free one): into the bucket, and a batch
+    /// to its owner's inbox now and then. Always frees the object (`true`).
+    ///
+    /// # Safety
+    /// `word` is a claim on this CPU's own slot handed on with
+    /// `Claim::into_word`; `object` is a live object of `class` of another
+    /// CPU, handed back now.
+    #[inline(never)]
+    unsafe fn free_remote(&self, word: usize, class: SizeClass, object: NonNull<u8>) -> bool {
+        // SAFETY: forwarded from the caller.
+        let claim = unsafe { Claim::resume(&self.cpus, &self.platform, &self.words, word) };
+        let Some(mut user) = claim.into_user() else {
+            unreachable!("a remote free on the spare slot");
+        };
+        // SAFETY: forwarded from the caller: the object is outstanding, so
+        // its slab is live.
+        let owner = usize::from(unsafe { SlabRef::containing(object, class) }.owner());
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_remote_cached(&mut user, class, object, owner) };
+        true
     }
 
     /// Resizes a block to `new_size` (same alignment), moving it if needed;
@@ -542,33 +574,61 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         // SAFETY: forwarded from the caller: the object is outstanding, so
         // its slab is live.
         let owner = usize::from(unsafe { SlabRef::containing(object, class) }.owner());
-        let counters = &user.counters().classes[class.index()];
-        let outcome = if owner == user.cpu() {
-            // SAFETY: forwarded from the caller; the object is this CPU's.
-            unsafe { user.cache(class).free_local(class, object) }
-        } else {
-            counters.cross_cpu_frees.add(1);
+        if owner != user.cpu() {
             // SAFETY: forwarded from the caller; the object is `owner`'s.
-            unsafe { user.cache(class).free_remote(class, object, owner) }
+            return unsafe { self.free_remote_cached(user, class, object, owner) };
+        }
+        // SAFETY: forwarded from the caller; the object is this CPU's.
+        if let FreeOutcome::Flush(magazine) = unsafe { user.cache(class).free_local(class, object) }
+        {
+            // SAFETY: a full magazine of free objects of `class` from this
+            // heap's slabs, owned by nobody else.
+            unsafe { self.flush_locked(user, class, magazine) };
+        }
+    }
+
+    /// Frees CPU `owner`'s object (not this CPU's) into this CPU's bucket,
+    /// sending a batch to an inbox (or, if it is full, to the slabs under
+    /// the lock) when one is ready.
+    ///
+    /// # Safety
+    /// As [`Self::free_cached`], for an object of CPU `owner`'s slab.
+    #[inline(always)]
+    unsafe fn free_remote_cached(
+        &self,
+        user: &mut SlotUser<'_, P>,
+        class: SizeClass,
+        object: NonNull<u8>,
+        owner: usize,
+    ) {
+        let counters = &user.counters().classes[class.index()];
+        counters.cross_cpu_frees.add(1);
+        // SAFETY: forwarded from the caller.
+        let FreeOutcome::Send { owner, batch } =
+            (unsafe { user.cache(class).free_remote(class, object, owner) })
+        else {
+            return;
         };
-        let magazine = match outcome {
-            FreeOutcome::Cached => return,
-            FreeOutcome::Flush(magazine) => magazine,
-            FreeOutcome::Send { owner, batch } => {
-                let objects = batch.len() as u64;
-                // SAFETY: free objects of `class` from `owner`'s slabs,
-                // owned by the batch alone (the bucket held them).
-                match unsafe { self.inbox(owner, class).push(batch, class.inbox_capacity()) } {
-                    Ok(()) => {
-                        // Out of this CPU's cache, into the owner's inbox.
-                        counters.flushed_objects.add(objects);
-                        return;
-                    }
-                    // The inbox is full: back to the slabs instead.
-                    Err(batch) => batch,
-                }
-            }
-        };
+        let objects = batch.len() as u64;
+        // SAFETY: free objects of `class` from `owner`'s slabs, owned by
+        // the batch alone (the bucket held them).
+        match unsafe { self.inbox(owner, class).push(batch, class.inbox_capacity()) } {
+            // Out of this CPU's cache, into the owner's inbox.
+            Ok(()) => counters.flushed_objects.add(objects),
+            // SAFETY: as above. The inbox is full: to the slabs instead.
+            Err(batch) => unsafe { self.flush_locked(user, class, batch) },
+        }
+    }
+
+    /// Gives `magazine` back to its slabs under the global lock, counted
+    /// as a flush.
+    ///
+    /// # Safety
+    /// `magazine` holds free objects of `class` from this heap's slabs,
+    /// owned by nobody else.
+    #[cold]
+    unsafe fn flush_locked(&self, user: &SlotUser<'_, P>, class: SizeClass, magazine: Magazine) {
+        let counters = &user.counters().classes[class.index()];
         let objects = magazine.len() as u64;
         let masked = self.mask_irqs();
         // SAFETY: a magazine of free objects of `class` that came out of
