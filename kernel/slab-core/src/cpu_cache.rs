@@ -1,8 +1,9 @@
 //! The per-CPU slots (each CPU's magazines for every size class and its
 //! counters, on their own cache lines), how code claims the running CPU's
 //! slot, and the state machine of one class's cache: Bonwick's
-//! loaded/previous magazine pair for the CPU's own objects, plus an outbox
-//! batching frees of other CPUs' objects.
+//! loaded/previous magazine pair for the CPU's own objects, a bucket
+//! batching frees of another CPU's objects for that CPU's inbox (`inbox`),
+//! and the batches taken from this CPU's own inbox, not yet loaded.
 //!
 //! A slot's magazines are plain memory. What makes using them without a
 //! lock or masked interrupts sound is the running CPU's *slot word*
@@ -34,6 +35,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{Ordering, compiler_fence};
 
+use crate::inbox::{Batches, InboxRow};
 use crate::magazine::Magazine;
 use crate::platform::{CpuWords, MAX_CPUS, Platform};
 use crate::size_class::{MAX_MAGAZINE_CAPACITY, NUM_CLASSES, SizeClass};
@@ -71,6 +73,24 @@ const FREE_STEP: u64 = ONE_OP + 1;
 const SPARE_LEN: u64 = LEN_MASK;
 const _: () = assert!(MAX_MAGAZINE_CAPACITY < SPARE_LEN as usize);
 
+/// What the fast path of a free did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FastFree {
+    /// Freed into the loaded magazine.
+    Done,
+    /// Nothing: the object is another CPU's, and the claim holds this
+    /// CPU's own slot.
+    Remote,
+    /// Nothing: the loaded magazine is full, or the claim holds the spare.
+    Miss,
+}
+
+/// The CPU whose slot word (while its slot is unused) is `word`.
+#[inline]
+pub(crate) const fn cpu_of_word(word: usize) -> usize {
+    word / size_of::<CpuSlot>()
+}
+
 /// What a free left to do.
 #[derive(Debug)]
 #[must_use]
@@ -80,6 +100,47 @@ pub(crate) enum FreeOutcome {
     /// The object is cached, and this full magazine must go back to its
     /// slabs under the global lock (a flush).
     Flush(Magazine),
+    /// The object is cached, and this batch of CPU `owner`'s objects (a
+    /// full bucket, or one another owner's object pushed out) goes to
+    /// `owner`'s inbox.
+    Send { owner: usize, batch: Magazine },
+}
+
+/// Frees of one other CPU's objects, batched for its inbox: a magazine
+/// with its owner, in two words.
+#[derive(Debug)]
+struct Bucket {
+    head: Option<NonNull<u8>>,
+    len: u32,
+    /// The CPU whose objects these are (any value while empty).
+    owner: u32,
+}
+
+impl Bucket {
+    const fn new() -> Self {
+        Self { head: None, len: 0, owner: 0 }
+    }
+
+    /// Takes the objects out as a magazine, leaving the bucket empty.
+    fn take(&mut self) -> Magazine {
+        let len = core::mem::take(&mut self.len) as usize;
+        // SAFETY: `head` and `len` are kept as `Magazine::push` keeps them.
+        unsafe { Magazine::from_parts(self.head.take(), len) }
+    }
+
+    /// Adds a free object of `owner`'s (the bucket holds only `owner`'s).
+    ///
+    /// # Safety
+    /// As `Magazine::push`.
+    unsafe fn push(&mut self, object: NonNull<u8>, owner: usize) {
+        debug_assert!(self.len == 0 || self.owner as usize == owner);
+        // SAFETY: forwarded from the caller.
+        unsafe { object.cast::<Option<NonNull<u8>>>().write(self.head) };
+        self.head = Some(object);
+        self.len += 1;
+        // Cannot truncate: CPU indices are below `MAX_CPUS`.
+        self.owner = owner as u32;
+    }
 }
 
 /// The magazines of a class cache besides the loaded one.
@@ -87,8 +148,11 @@ pub(crate) enum FreeOutcome {
 struct Spares {
     /// Always empty or full (Bonwick's invariant).
     previous: Magazine,
-    /// Other CPUs' objects, until a batch is full.
-    outbox: Magazine,
+    /// One other CPU's objects, until a batch is full or another owner's
+    /// object comes.
+    bucket: Bucket,
+    /// Batches taken from this CPU's inbox, loaded one per refill.
+    received: Batches,
 }
 
 /// One CPU's cache of one size class with its fast-path figures, one cache
@@ -103,7 +167,7 @@ pub(crate) struct ClassSlot {
     ops_and_len: Counter,
     spares: UnsafeCell<Spares>,
     /// What the slow paths added to the loaded length outside a counted
-    /// allocation or free, less the frees into the outbox (which count
+    /// allocation or free, less the frees into the bucket (which count
     /// without changing it), wrapping: written by the slot's user only.
     len_adjust: Counter,
 }
@@ -113,7 +177,11 @@ impl ClassSlot {
         Self {
             loaded_head: UnsafeCell::new(None),
             ops_and_len: Counter::starting_at(loaded_len),
-            spares: UnsafeCell::new(Spares { previous: Magazine::new(), outbox: Magazine::new() }),
+            spares: UnsafeCell::new(Spares {
+                previous: Magazine::new(),
+                bucket: Bucket::new(),
+                received: Batches::new(),
+            }),
             len_adjust: Counter::new(),
         }
     }
@@ -190,6 +258,10 @@ impl ClassSlot {
         (allocs as u64, (ops - allocs) as u64)
     }
 }
+
+// One cache line: the loaded magazine, the counters, the previous magazine,
+// the bucket and the received batches all fit (two words each at most).
+const _: () = assert!(size_of::<ClassSlot>() == 64);
 
 /// One CPU's cache of one size class, used by the slot's one user.
 pub(crate) struct ClassCache<'a> {
@@ -283,44 +355,70 @@ impl ClassCache<'_> {
         outcome
     }
 
-    /// Queues a freed object owned by another CPU in the outbox, counted.
+    /// Puts a freed object owned by CPU `owner` (not this one) into the
+    /// bucket, counted; a bucket holding another owner's objects, or full
+    /// now, is handed back to be sent.
     ///
     /// # Safety
-    /// As [`Self::free_local`], for an object of another CPU's slab.
+    /// As [`Self::free_local`], for an object of CPU `owner`'s slab.
     #[inline]
     pub(crate) unsafe fn free_remote(
         &mut self,
         class: SizeClass,
         object: NonNull<u8>,
+        owner: usize,
     ) -> FreeOutcome {
-        let outbox = &mut self.spares().outbox;
-        let outcome = if outbox.len() == class.magazine_capacity() {
-            FreeOutcome::Flush(outbox.take())
-        } else {
-            FreeOutcome::Cached
-        };
+        let bucket = &mut self.spares().bucket;
+        let mut outcome = FreeOutcome::Cached;
+        if bucket.len != 0 && bucket.owner as usize != owner {
+            outcome = FreeOutcome::Send { owner: bucket.owner as usize, batch: bucket.take() };
+        }
         // SAFETY: forwarded from the caller.
-        unsafe { outbox.push(object) };
+        unsafe { bucket.push(object, owner) };
+        if bucket.len as usize == class.magazine_capacity() {
+            // Not both: a bucket just emptied holds one object now.
+            outcome = FreeOutcome::Send { owner, batch: bucket.take() };
+        }
         // A free through the cache that leaves the loaded length alone.
         self.slot.ops_and_len.add(ONE_OP);
         self.slot.len_adjust.add(1u64.wrapping_neg());
         outcome
     }
 
-    /// Objects cached now (all three magazines).
+    /// Keeps `batches` taken from this CPU's inbox (none kept before).
+    pub(crate) fn receive(&mut self, batches: Batches) {
+        debug_assert_eq!(self.spares().received.objects(), 0);
+        self.spares().received = batches;
+    }
+
+    /// Loads the next received batch into the empty loaded magazine;
+    /// returns whether there was one.
+    pub(crate) fn load_received(&mut self) -> bool {
+        match self.spares().received.pop() {
+            Some(batch) => {
+                self.load(batch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Objects cached now (both magazines, the bucket, received batches).
     #[inline]
     pub(crate) fn cached_objects(&mut self) -> usize {
         let spares = self.spares();
-        let spare_objects = spares.previous.len() + spares.outbox.len();
+        let spare_objects =
+            spares.previous.len() + spares.bucket.len as usize + spares.received.objects();
         // SAFETY: the slot's one user (see `spares`).
         spare_objects + unsafe { self.slot.loaded_len() }
     }
 
-    /// Empties the cache, returning its magazines.
-    pub(crate) fn take_all(&mut self) -> [Magazine; 3] {
+    /// Empties the cache, returning its magazines (the bucket's last) and
+    /// its received batches.
+    pub(crate) fn take_all(&mut self) -> ([Magazine; 3], Batches) {
         let loaded = self.take_loaded();
         let spares = self.spares();
-        [loaded, spares.previous.take(), spares.outbox.take()]
+        ([loaded, spares.previous.take(), spares.bucket.take()], spares.received.take())
     }
 }
 
@@ -369,9 +467,10 @@ impl CpuSlot {
         &self.counters
     }
 
-    /// The CPU's figures. Other CPUs' counters are read as they are
-    /// (Relaxed), so a snapshot of a running CPU is approximate.
-    pub(crate) fn snapshot(&self, cpu: usize) -> CpuStats {
+    /// The CPU's figures, counting the objects in its inboxes as cached.
+    /// Other CPUs' counters are read as they are (Relaxed), so a snapshot
+    /// of a running CPU is approximate.
+    pub(crate) fn snapshot(&self, cpu: usize, inboxes: &InboxRow) -> CpuStats {
         let mut stats = CpuStats::empty(cpu);
         for (i, (class_slot, counters)) in
             self.classes.iter().zip(&self.counters.classes).enumerate()
@@ -381,10 +480,11 @@ impl CpuSlot {
             let refills = counters.refills.get();
             let flushes = counters.flushes.get();
             // Objects in = refilled + freed into the cache; out = allocated
-            // from it + flushed. Read one by one while the CPU runs, so
-            // clamp at zero.
+            // from it + flushed (or sent). Read one by one while the CPU
+            // runs, so clamp at zero. The inbox's are on their way in.
             let cached = (counters.refilled_objects.get() + cache_frees)
-                .saturating_sub(cache_allocs + counters.flushed_objects.get());
+                .saturating_sub(cache_allocs + counters.flushed_objects.get())
+                + inboxes.0[i].objects() as u64;
             stats.classes[i] = ClassStats {
                 allocs: cache_allocs + counters.uncached_allocs.get(),
                 frees: cache_frees + counters.uncached_frees.get(),
@@ -437,6 +537,34 @@ impl<'h, P: Platform> Claim<'h, P> {
         Self { slot, word, platform, words }
     }
 
+    /// Hands the claim on as its word alone (the slot stays claimed): for a
+    /// call that [`Self::resume`]s it, so that the fast path passes one
+    /// register and keeps its own addressing.
+    #[inline(always)]
+    pub(crate) fn into_word(self) -> usize {
+        let word = self.word;
+        core::mem::forget(self);
+        word
+    }
+
+    /// The claim [`Self::into_word`] handed on as `word`.
+    ///
+    /// # Safety
+    /// `word` came from `into_word` of a claim on these `slots` and
+    /// `words` with this `platform`, on this CPU, and no other claim was
+    /// resumed from it.
+    #[inline(always)]
+    pub(crate) unsafe fn resume(
+        slots: &'h CpuSlots,
+        platform: &'h P,
+        words: &'h CpuWords,
+        word: usize,
+    ) -> Self {
+        // SAFETY: `word` was a claim's, the offset of one of the slots.
+        let slot = unsafe { &*slots.as_ptr().byte_add(word) };
+        Self { slot, word, platform, words }
+    }
+
     /// The fast path of an allocation: an object from the loaded magazine,
     /// counted; `None` when it is empty (always on the spare).
     #[inline(always)]
@@ -447,31 +575,36 @@ impl<'h, P: Platform> Claim<'h, P> {
     }
 
     /// The fast path of a free: into the loaded magazine if it has room and
-    /// the object is one of this CPU's, counted. Returns whether it did.
+    /// the object is one of this CPU's, counted.
     ///
     /// # Safety
     /// `object` must be a live object the heap handed out for a layout of
     /// `class` (`SizeClass::for_common_layout`), handed back now.
     #[inline(always)]
-    pub(crate) unsafe fn push_loaded_if_own(&self, class: SizeClass, object: NonNull<u8>) -> bool {
+    pub(crate) unsafe fn push_loaded_if_own(
+        &self,
+        class: SizeClass,
+        object: NonNull<u8>,
+    ) -> FastFree {
         let class_slot = &self.slot.classes[class.index()];
         // On the spare (slot busy, locked mode, checking) this fails first,
         // before anything assumes the heap is in slab mode.
         // SAFETY: a claim is its slot's one user, or holds the spare.
         if !unsafe { class_slot.loaded_has_room(class) } {
-            return false;
+            return FastFree::Miss;
         }
         // SAFETY: the claim holds its own slot, so the heap is in slab mode
         // without checking, which carved the object from a slab of `class`
         // that is live while the object is outstanding (caller).
-        let owner_word = unsafe { SlabRef::containing(object, class) }.owner_word();
-        if owner_word != self.word {
-            return false;
+        if unsafe { SlabRef::containing(object, class) }.owner_word() != self.word {
+            // Out of the cache hit's line of code (block placement only).
+            core::hint::cold_path();
+            return FastFree::Remote;
         }
         // SAFETY: the claim is the slot's one user, and the object is one of
         // this CPU's of `class` (caller; its owner's word is ours).
         unsafe { class_slot.push_loaded(object) };
-        true
+        FastFree::Done
     }
 
     /// The slot's one user, unless the claim holds the spare.
@@ -501,7 +634,7 @@ impl<'h, P: Platform> SlotUser<'h, P> {
     /// The CPU whose slot this is.
     #[inline]
     pub(crate) fn cpu(&self) -> usize {
-        self.claim.word / size_of::<CpuSlot>()
+        cpu_of_word(self.claim.word)
     }
 
     /// The slow-path counters of this CPU (this user may write those the
@@ -586,6 +719,7 @@ mod tests {
                                     pool.push(object);
                                 }
                             }
+                            FreeOutcome::Send { .. } => panic!("a local free never sends"),
                         }
                     }
                     let previous = cache.spares().previous.len();
@@ -607,27 +741,37 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_flushes_a_full_batch() {
+    fn the_bucket_sends_a_full_batch_or_one_pushed_out_by_another_owner() {
         let class = SizeClass::ALL[3];
         let capacity = class.magazine_capacity();
-        let mut storage = std::vec![[0u64; 2]; capacity + 1];
+        let mut storage = std::vec![[0u64; 2]; capacity + 3];
+        let mut objects = storage.iter_mut().map(|slot| NonNull::from(slot).cast::<u8>());
         let class_slot = ClassSlot::new(0);
         let mut cache = ClassCache { slot: &class_slot };
-        for (i, slot) in storage.iter_mut().enumerate() {
+        for i in 0..capacity {
             // SAFETY: distinct fake objects, handed over.
-            let outcome = unsafe { cache.free_remote(class, NonNull::from(slot).cast()) };
+            let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 1) };
             match outcome {
-                FreeOutcome::Cached => assert!(i < capacity),
-                FreeOutcome::Flush(full) => {
-                    assert_eq!(i, capacity);
-                    assert_eq!(full.len(), capacity);
+                FreeOutcome::Cached => assert!(i + 1 < capacity),
+                FreeOutcome::Send { owner, batch } => {
+                    assert_eq!((i + 1, owner, batch.len()), (capacity, 1, capacity));
                 }
+                FreeOutcome::Flush(_) => panic!("a remote free never flushes"),
             }
         }
+        // SAFETY: as above.
+        let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 2) };
+        assert!(matches!(outcome, FreeOutcome::Cached));
+        // SAFETY: as above.
+        let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 1) };
+        match outcome {
+            FreeOutcome::Send { owner, batch } => assert_eq!((owner, batch.len()), (2, 1)),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(cache.cached_objects(), 1);
-        assert_eq!(class_slot.cache_ops(), (0, capacity as u64 + 1), "outbox frees are frees");
-        let [loaded, previous, outbox] = cache.take_all();
-        assert_eq!((loaded.len(), previous.len(), outbox.len()), (0, 0, 1));
+        assert_eq!(class_slot.cache_ops(), (0, capacity as u64 + 2), "bucket frees are frees");
+        let ([loaded, previous, bucket], received) = cache.take_all();
+        assert_eq!((loaded.len(), previous.len(), bucket.len(), received.objects()), (0, 0, 1, 0));
         assert_eq!(cache.cached_objects(), 0);
     }
 }

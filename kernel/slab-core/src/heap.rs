@@ -1,8 +1,10 @@
 //! `SlabHeap`: the allocator the kernel makes its `#[global_allocator]`
 //! from. Small requests go through the running CPU's cache: no lock, no
 //! atomic read-modify-write and no interrupt masking on the fast path (the
-//! CPU's slot word keeps interrupt handlers out, `cpu_cache`); misses
-//! refill or flush a whole magazine under the global lock; large requests,
+//! CPU's slot word keeps interrupt handlers out, `cpu_cache`); frees of
+//! other CPUs' objects travel in batches to their owners' inboxes
+//! (`inbox`), which owners empty before they refill under the global lock;
+//! other misses refill or flush a whole magazine under that lock; large requests,
 //! and every request in `locked` mode, go to the backend under that lock.
 //! Also: draining, reclaim on out-of-memory, the mode switch, corruption
 //! checking (its checked paths; the checks are `check.rs`'s), lock tracing
@@ -17,8 +19,9 @@ use crate::backend::Backend;
 use crate::central::{Central, HeapUsage, Taken};
 use crate::check::{self, Checking, CheckingLocked, HeapFault, Trailer};
 use crate::cpu_cache::{
-    BUSY_CPU_WORD, Claim, CpuSlot, CpuSlots, FreeOutcome, SlotUser, initial_cpu_word,
+    BUSY_CPU_WORD, Claim, CpuSlot, CpuSlots, FastFree, FreeOutcome, SlotUser, initial_cpu_word,
 };
+use crate::inbox::{Batches, Inbox, Inboxes, new_inboxes};
 use crate::lock::{SpinGuard, SpinLock};
 use crate::magazine::Magazine;
 use crate::mode::{Mode, ModeLocked};
@@ -46,6 +49,8 @@ pub struct SlabHeap<B, P> {
     lock_holder: AtomicUsize,
     /// Every CPU's slot, then the spare (`cpu_cache`).
     cpus: CpuSlots,
+    /// Per CPU and size class, batches of its objects other CPUs freed.
+    inboxes: Inboxes,
     /// The CPUs' slot words, unless the platform keeps them itself.
     words: CpuWords,
 }
@@ -65,6 +70,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 central: SpinLock::new(Central::new(backend)),
                 lock_holder: AtomicUsize::new(NO_HOLDER),
                 cpus: CpuSlot::new_slots(),
+                inboxes: new_inboxes(),
                 words: CpuWords::new(),
             }
         }
@@ -178,9 +184,10 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// Frees a block.
     ///
-    /// Any CPU may free any block: a block allocated on another CPU goes to
-    /// this CPU's outbox for that size class and back to its slab in a
-    /// batch (and counts as a cross-CPU free).
+    /// Any CPU may free any block: a block allocated on another CPU goes,
+    /// in a batch, to that CPU's inbox for its size class (or, if that
+    /// inbox is full, back to its slab under the global lock), and counts
+    /// as a cross-CPU free.
     ///
     /// # Safety
     /// `ptr` must have been returned by [`alloc`](Self::alloc) or
@@ -196,8 +203,11 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     }
 
     /// `dealloc`'s fast path alone: a common layout, this CPU's slot free
-    /// to use, room in the loaded magazine, the object one of this CPU's.
-    /// Returns whether it freed the block; if not, it changed nothing and
+    /// to use, room in the loaded magazine, and the object one of this
+    /// CPU's (into the loaded magazine) or another CPU's (into this CPU's
+    /// bucket for that owner, through a call that is not cold; the global
+    /// lock only if the owner's inbox is full). Returns whether it freed
+    /// the block; if not, it changed nothing and
     /// [`dealloc_slow`](Self::dealloc_slow) must free it.
     ///
     /// # Safety
@@ -214,8 +224,37 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         // SAFETY: forwarded from the caller: a live block of ours (never
         // null) of a layout that maps to `class`.
         let object = unsafe { NonNull::new_unchecked(ptr) };
+        let claim = self.claim_this_cpu();
         // SAFETY: as above, handed back now.
-        unsafe { self.claim_this_cpu().push_loaded_if_own(class, object) }
+        match unsafe { claim.push_loaded_if_own(class, object) } {
+            FastFree::Done => true,
+            FastFree::Miss => false,
+            // SAFETY: as above; the claim holds this CPU's own slot.
+            FastFree::Remote => unsafe { self.free_remote(claim.into_word(), class, object) },
+        }
+    }
+
+    /// A free of another CPU's object, off the fast path but not cold (the
+    /// `xfer` pattern makes every free one): into the bucket, and a batch
+    /// to its owner's inbox now and then. Always frees the object (`true`).
+    ///
+    /// # Safety
+    /// `word` is a claim on this CPU's own slot handed on with
+    /// `Claim::into_word`; `object` is a live object of `class` of another
+    /// CPU, handed back now.
+    #[inline(never)]
+    unsafe fn free_remote(&self, word: usize, class: SizeClass, object: NonNull<u8>) -> bool {
+        // SAFETY: forwarded from the caller.
+        let claim = unsafe { Claim::resume(&self.cpus, &self.platform, &self.words, word) };
+        let Some(mut user) = claim.into_user() else {
+            unreachable!("a remote free on the spare slot");
+        };
+        // SAFETY: forwarded from the caller: the object is outstanding, so
+        // its slab is live.
+        let owner = usize::from(unsafe { SlabRef::containing(object, class) }.owner());
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_remote_cached(&mut user, class, object, owner) };
+        true
     }
 
     /// Resizes a block to `new_size` (same alignment), moving it if needed;
@@ -247,8 +286,9 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         new
     }
 
-    /// Gives everything the running CPU caches back to the slabs (and
-    /// emptied slabs back to the backend), under one lock acquisition. The
+    /// Gives everything the running CPU caches, and everything in any
+    /// CPU's inbox, back to the slabs (and emptied slabs back to the
+    /// backend), under one lock acquisition. The
     /// kernel calls it in its reclaim IPI handler; on the host, each thread
     /// standing for a CPU calls it to drain that CPU.
     ///
@@ -267,19 +307,42 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             // Closed (locked mode) holds nothing; busy cannot be drained now.
             return self.mode() == Mode::Locked;
         };
-        if SizeClass::ALL.iter().all(|&class| user.cache(class).cached_objects() == 0) {
+        // Every CPU's inboxes, not only this one's: what this CPU sent to
+        // an owner that drained before goes back too, so once every CPU
+        // drained after its last free, nothing is left anywhere.
+        let inboxes = &self.inboxes[..self.platform.cpu_count().min(MAX_CPUS)];
+        let inboxes_empty = || inboxes.iter().all(|row| row.0.iter().all(|i| i.objects() == 0));
+        if SizeClass::ALL.iter().all(|&class| user.cache(class).cached_objects() == 0)
+            && inboxes_empty()
+        {
             return true;
         }
         let masked = self.mask_irqs();
         let mut central = self.lock_central(&masked);
         for class in SizeClass::ALL {
-            for magazine in user.cache(class).take_all() {
+            let counters = &user.counters().classes[class.index()];
+            let (magazines, mut received) = user.cache(class).take_all();
+            let mut inbox = Batches::new();
+            let mut rows = inboxes.iter();
+            let batches = core::iter::from_fn(|| {
+                loop {
+                    if let Some(batch) = received.pop().or_else(|| inbox.pop()) {
+                        return Some(batch);
+                    }
+                    inbox = rows.next()?.0[class.index()].take_all();
+                    // In from an inbox (as a refill from it counts), then out.
+                    counters.refilled_objects.add(inbox.objects() as u64);
+                }
+            });
+            for magazine in magazines.into_iter().chain(batches) {
                 let objects = magazine.len() as u64;
                 // SAFETY: cached objects are free objects of `class` that
                 // came out of `refill_from_slabs` (ours) or were freed to
-                // this CPU (another CPU's), owned by the cache alone.
+                // this CPU (another CPU's, in the bucket), and inbox
+                // batches are free objects of `class` some CPU freed, owned
+                // by the cache or the batches alone.
                 unsafe { central.flush_to_slabs(class, magazine) };
-                user.counters().classes[class.index()].flushed_objects.add(objects);
+                counters.flushed_objects.add(objects);
             }
         }
         true
@@ -319,14 +382,14 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     pub fn stats(&self) -> HeapStats {
         let mut stats = HeapStats::new(self.mode(), self.usage(), self.platform.cpu_count());
         for (cpu, slot) in self.cpus.iter().enumerate().take(stats.cpus) {
-            stats.record_cpu(slot.snapshot(cpu).summary());
+            stats.record_cpu(slot.snapshot(cpu, &self.inboxes[cpu]).summary());
         }
         stats
     }
 
     /// One CPU's figures, per size class (`None` past `MAX_CPUS`).
     pub fn cpu_stats(&self, cpu: usize) -> Option<CpuStats> {
-        Some(self.cpus[..MAX_CPUS].get(cpu)?.snapshot(cpu))
+        Some(self.cpus[..MAX_CPUS].get(cpu)?.snapshot(cpu, &self.inboxes[cpu]))
     }
 
     /// The readable report: [`HeapStats`]'s table, then each online CPU's
@@ -414,9 +477,22 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         }
     }
 
-    /// An object of `class` from the cache, refilling it under the lock if
-    /// it is empty.
+    /// An object of `class` from the cache, refilling it if it is empty:
+    /// from the batches other CPUs sent to this CPU's inbox if there are
+    /// any, else under the lock.
     fn alloc_cached(&self, user: &mut SlotUser<'_, P>, class: SizeClass) -> Option<NonNull<u8>> {
+        if let Some(object) = user.cache(class).pop(class) {
+            return Some(object);
+        }
+        if !user.cache(class).load_received() {
+            let batches = self.inbox(user.cpu(), class).take_all();
+            let objects = batches.objects() as u64;
+            if objects != 0 {
+                user.counters().classes[class.index()].refilled_objects.add(objects);
+                user.cache(class).receive(batches);
+                user.cache(class).load_received();
+            }
+        }
         if let Some(object) = user.cache(class).pop(class) {
             return Some(object);
         }
@@ -497,25 +573,75 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     ) {
         // SAFETY: forwarded from the caller: the object is outstanding, so
         // its slab is live.
-        let owner = unsafe { SlabRef::containing(object, class) }.owner();
-        let counters = &user.counters().classes[class.index()];
-        let outcome = if usize::from(owner) == user.cpu() {
-            // SAFETY: forwarded from the caller; the object is this CPU's.
-            unsafe { user.cache(class).free_local(class, object) }
-        } else {
-            counters.cross_cpu_frees.add(1);
-            // SAFETY: forwarded from the caller; the object is another CPU's.
-            unsafe { user.cache(class).free_remote(class, object) }
-        };
-        if let FreeOutcome::Flush(magazine) = outcome {
-            let objects = magazine.len() as u64;
-            let masked = self.mask_irqs();
-            // SAFETY: a full magazine of free objects of `class` that came
-            // out of this heap's slabs, now owned by nobody else.
-            unsafe { self.lock_central(&masked).flush_to_slabs(class, magazine) };
-            counters.flushes.add(1);
-            counters.flushed_objects.add(objects);
+        let owner = usize::from(unsafe { SlabRef::containing(object, class) }.owner());
+        if owner != user.cpu() {
+            // SAFETY: forwarded from the caller; the object is `owner`'s.
+            return unsafe { self.free_remote_cached(user, class, object, owner) };
         }
+        // SAFETY: forwarded from the caller; the object is this CPU's.
+        if let FreeOutcome::Flush(magazine) = unsafe { user.cache(class).free_local(class, object) }
+        {
+            // SAFETY: a full magazine of free objects of `class` from this
+            // heap's slabs, owned by nobody else.
+            unsafe { self.flush_locked(user, class, magazine) };
+        }
+    }
+
+    /// Frees CPU `owner`'s object (not this CPU's) into this CPU's bucket,
+    /// sending a batch to an inbox (or, if it is full, to the slabs under
+    /// the lock) when one is ready.
+    ///
+    /// # Safety
+    /// As [`Self::free_cached`], for an object of CPU `owner`'s slab.
+    #[inline(always)]
+    unsafe fn free_remote_cached(
+        &self,
+        user: &mut SlotUser<'_, P>,
+        class: SizeClass,
+        object: NonNull<u8>,
+        owner: usize,
+    ) {
+        let counters = &user.counters().classes[class.index()];
+        counters.cross_cpu_frees.add(1);
+        // SAFETY: forwarded from the caller.
+        let FreeOutcome::Send { owner, batch } =
+            (unsafe { user.cache(class).free_remote(class, object, owner) })
+        else {
+            return;
+        };
+        let objects = batch.len() as u64;
+        // SAFETY: free objects of `class` from `owner`'s slabs, owned by
+        // the batch alone (the bucket held them).
+        match unsafe { self.inbox(owner, class).push(batch, class.inbox_capacity()) } {
+            // Out of this CPU's cache, into the owner's inbox.
+            Ok(()) => counters.flushed_objects.add(objects),
+            // SAFETY: as above. The inbox is full: to the slabs instead.
+            Err(batch) => unsafe { self.flush_locked(user, class, batch) },
+        }
+    }
+
+    /// Gives `magazine` back to its slabs under the global lock, counted
+    /// as a flush.
+    ///
+    /// # Safety
+    /// `magazine` holds free objects of `class` from this heap's slabs,
+    /// owned by nobody else.
+    #[cold]
+    unsafe fn flush_locked(&self, user: &SlotUser<'_, P>, class: SizeClass, magazine: Magazine) {
+        let counters = &user.counters().classes[class.index()];
+        let objects = magazine.len() as u64;
+        let masked = self.mask_irqs();
+        // SAFETY: a magazine of free objects of `class` that came out of
+        // this heap's slabs, now owned by nobody else.
+        unsafe { self.lock_central(&masked).flush_to_slabs(class, magazine) };
+        counters.flushes.add(1);
+        counters.flushed_objects.add(objects);
+    }
+
+    /// CPU `cpu`'s inbox for `class`.
+    #[inline]
+    fn inbox(&self, cpu: usize, class: SizeClass) -> &Inbox {
+        &self.inboxes[cpu].0[class.index()]
     }
 
     /// The size class a checked request is served from (slab mode), or
@@ -825,7 +951,7 @@ mod tests {
         let warm = heap.alloc(layout);
         // SAFETY: allocated just above with `layout`.
         unsafe { heap.dealloc(warm, layout) };
-        let cached_before = heap.cpus[0].snapshot(0).classes[class.index()];
+        let cached_before = heap.cpu_stats(0).unwrap().classes[class.index()];
 
         // The interrupted operation: CPU 0's slot is in use.
         let interrupted = heap.use_this_cpu().expect("the slot is open");
@@ -836,7 +962,7 @@ mod tests {
         assert!(!heap.drain_local_cpu(), "a busy slot cannot be drained");
         // SAFETY: allocated just above with `layout`.
         unsafe { heap.dealloc(object, layout) };
-        let stats = heap.cpus[0].snapshot(0).classes[class.index()];
+        let stats = heap.cpu_stats(0).unwrap().classes[class.index()];
         assert_eq!(stats.allocs, cached_before.allocs + 1, "{stats:?}");
         assert_eq!(stats.frees, cached_before.frees + 1, "{stats:?}");
         assert_eq!(

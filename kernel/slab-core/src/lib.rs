@@ -14,6 +14,7 @@ mod cpu_cache;
 mod heap;
 #[cfg(feature = "host")]
 mod host;
+mod inbox;
 mod lock;
 mod magazine;
 mod mode;
@@ -35,5 +36,7 @@ pub use lock::{SpinGuard, SpinLock};
 pub use mode::{Mode, ModeLocked, UnknownMode};
 pub use platform::{CpuWords, MAX_CPUS, Platform};
 pub use reclaim::ReclaimBroadcast;
-pub use size_class::{MAX_SMALL_SIZE, MIN_BATCH, NUM_CLASSES, SizeClass};
+pub use size_class::{
+    INBOX_BYTES, MAX_INBOX_OBJECTS, MAX_SMALL_SIZE, MIN_BATCH, NUM_CLASSES, SizeClass,
+};
 pub use stats::{ClassStats, CpuStats, CpuSummary, HeapStats, LockStats};

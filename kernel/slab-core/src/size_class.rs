@@ -26,6 +26,13 @@ pub const MIN_BATCH: usize = 16;
 /// Maximum magazine capacity (the small classes' 2 KiB worth is capped here).
 pub(crate) const MAX_MAGAZINE_CAPACITY: usize = 64;
 
+/// Bytes of one size class an inbox holds at most, unless four magazines
+/// are more (`SizeClass::inbox_capacity`).
+pub const INBOX_BYTES: usize = 64 * 1024;
+
+/// Objects an inbox holds at most (its word counts them in 11 bits).
+pub const MAX_INBOX_OBJECTS: usize = 1024;
+
 /// Bytes reserved for the slab header at the start of every slab (one cache
 /// line, so objects never share a line with the header the lock holder
 /// writes). `slab::SlabHeader` must fit; a static assertion checks it.
@@ -173,10 +180,24 @@ impl SizeClass {
         MAGAZINE_CAPACITY[self.index()] as usize
     }
 
+    /// The most objects of this class one CPU's inbox holds (other CPUs'
+    /// frees of its objects, on their way back): [`INBOX_BYTES`] worth, at
+    /// most [`MAX_INBOX_OBJECTS`], but never fewer than four magazines. A
+    /// batch that would overflow it goes back to its slabs under the lock.
+    #[inline]
+    pub const fn inbox_capacity(self) -> usize {
+        let by_bytes = INBOX_BYTES / self.size();
+        let by_bytes = if by_bytes > MAX_INBOX_OBJECTS { MAX_INBOX_OBJECTS } else { by_bytes };
+        let magazines = 4 * self.magazine_capacity();
+        if by_bytes > magazines { by_bytes } else { magazines }
+    }
+
     /// The most bytes of this class one CPU caches: a loaded and a previous
-    /// magazine of its own objects plus an outbox of other CPUs' objects.
+    /// magazine of its own objects, a bucket of another CPU's objects, and
+    /// its own objects other CPUs freed, taken from its inbox (at most a
+    /// full inbox) or still in it (as much again).
     pub const fn max_cached_bytes_per_cpu(self) -> usize {
-        3 * self.magazine_capacity() * self.size()
+        (3 * self.magazine_capacity() + 2 * self.inbox_capacity()) * self.size()
     }
 
     const fn compute_magazine_capacity(self) -> usize {
@@ -308,7 +329,11 @@ mod tests {
         for class in SizeClass::ALL {
             let cap = class.magazine_capacity();
             assert!((MIN_BATCH..=64).contains(&cap), "{class:?}: {cap}");
-            assert!(class.max_cached_bytes_per_cpu() <= 3 * 16 * 4096);
+            assert!(class.inbox_capacity() <= MAX_INBOX_OBJECTS, "{class:?}");
+            assert!(
+                class.inbox_capacity() * class.size() <= INBOX_BYTES.max(4 * cap * class.size())
+            );
+            assert!(class.max_cached_bytes_per_cpu() <= (3 * 16 + 2 * 64) * 4096);
         }
         assert_eq!(SizeClass::ALL[0].magazine_capacity(), 64);
         assert_eq!(SizeClass::ALL[NUM_CLASSES - 1].magazine_capacity(), 16);

@@ -75,14 +75,17 @@ impl Counter {
 pub(crate) struct ClassCounters {
     /// Allocations that refilled the loaded magazine (slot user).
     pub(crate) refills: Counter,
-    /// Frees that flushed a magazine or the outbox (slot user).
+    /// Frees that flushed a magazine under the lock, or a batch that found
+    /// its owner's inbox full (slot user).
     pub(crate) flushes: Counter,
     /// Frees of another CPU's objects (slot user; masked when checking,
     /// which closes the slots).
     pub(crate) cross_cpu_frees: Counter,
-    /// Objects refills brought into the cache (slot user).
+    /// Objects refills brought into the cache, from the slabs or from an
+    /// inbox (slot user).
     pub(crate) refilled_objects: Counter,
-    /// Objects flushes and drains took out of the cache (slot user).
+    /// Objects flushes, drains and batches sent to an inbox took out of the
+    /// cache (slot user).
     pub(crate) flushed_objects: Counter,
     /// Allocations of this class served by the backend, not the cache:
     /// locked mode, or an interrupt handler that found the slot busy
@@ -168,7 +171,8 @@ pub struct ClassStats {
     pub cache_hits: u64,
     /// Allocations that refilled the CPU's magazine under the lock.
     pub refills: u64,
-    /// Frees that flushed a full magazine or outbox under the lock.
+    /// Frees that flushed a full magazine, or a batch that found its
+    /// owner's inbox full, under the lock.
     pub flushes: u64,
     /// Frees of objects another CPU allocated.
     pub cross_cpu_frees: u64,
@@ -264,7 +268,8 @@ pub struct CpuSummary {
     pub cache_hits: u64,
     /// Magazine refills (each one lock acquisition).
     pub refills: u64,
-    /// Magazine and outbox flushes (each one lock acquisition).
+    /// Magazine flushes and batches sent back to their slabs because the
+    /// owner's inbox was full (each one lock acquisition).
     pub flushes: u64,
     /// Frees of objects allocated on another CPU.
     pub cross_cpu_frees: u64,

@@ -1,5 +1,5 @@
 //! The atomics and cells of state shared between CPUs (the global lock, the
-//! reclaim handshake): `core`'s normally, loom's under `--cfg loom` so the
+//! reclaim handshake, the inboxes of cross-CPU frees): `core`'s normally, loom's under `--cfg loom` so the
 //! loom tests can explore every interleaving of that shared state.
 //!
 //! Per-CPU counters and magazines are deliberately not routed through here:
@@ -9,14 +9,14 @@
 #[cfg(not(loom))]
 pub(crate) use core::hint::spin_loop;
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicU64};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
 
 #[cfg(loom)]
 pub(crate) use loom::cell::{MutPtr, UnsafeCell};
 #[cfg(loom)]
 pub(crate) use loom::hint::spin_loop;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64};
 
 /// Declares a constructor that is `const` normally and a plain `fn` under
 /// loom, whose atomics and cells have no `const` constructors. One body, so

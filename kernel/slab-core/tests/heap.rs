@@ -103,11 +103,61 @@ fn large_and_overaligned_requests_go_to_the_backend() {
 }
 
 #[test]
-fn objects_freed_on_another_cpu_are_counted_and_go_home_in_batches() {
+fn objects_freed_on_another_cpu_go_to_their_owners_inbox_in_batches() {
     let heap = TestHeap::new(4 * MIB, 2, ReclaimStyle::SwitchCpus);
     let start = heap.free_bytes();
     let l = layout(64, 8);
-    let count = 3 * SizeClass::for_layout(l).unwrap().magazine_capacity();
+    let capacity = SizeClass::for_layout(l).unwrap().magazine_capacity();
+    let count = 3 * capacity + 1;
+    set_cpu(0);
+    let blocks: Vec<*mut u8> = (0..count).map(|_| heap.alloc(l)).collect();
+    let cpu0_before = heap.stats().per_cpu()[0];
+    set_cpu(1);
+    for &block in &blocks {
+        // SAFETY: allocated on CPU 0 with `l`; freed once, on CPU 1.
+        unsafe { heap.dealloc(block, l) };
+    }
+    let [cpu0, cpu1] = [0, 1].map(|cpu| heap.stats().per_cpu()[cpu]);
+    assert_eq!(cpu1.cross_cpu_frees, count as u64);
+    assert_eq!((cpu1.flushes, cpu1.lock.acquisitions), (0, 0), "three batches sent, no lock");
+    assert_eq!(cpu1.cached_bytes, 64, "the last object waits in CPU 1's bucket");
+    assert_eq!(
+        cpu0.cached_bytes - cpu0_before.cached_bytes,
+        3 * capacity as u64 * 64,
+        "three batches in CPU 0's inbox"
+    );
+    assert_eq!(cpu0.cross_cpu_frees, 0);
+    assert_ops_accounted(&heap);
+    // CPU 0 allocates them again from its inbox, without the lock.
+    set_cpu(0);
+    let again: Vec<*mut u8> = (0..3 * capacity).map(|_| heap.alloc(l)).collect();
+    let cpu0 = heap.stats().per_cpu()[0];
+    assert_eq!(
+        (cpu0.lock.acquisitions, cpu0.cached_bytes),
+        (cpu0_before.lock.acquisitions, cpu0_before.cached_bytes)
+    );
+    for &block in &again {
+        // SAFETY: allocated just above with `l`, freed once on their owner.
+        unsafe { heap.dealloc(block, l) };
+    }
+    // Objects come back to their owner: CPU 1 never carved a slab.
+    heap.drain_all_cpus(2);
+    assert_eq!(heap.free_bytes(), start);
+    assert_ops_accounted(&heap);
+}
+
+#[test]
+fn a_full_inbox_sends_batches_back_to_their_slabs_under_the_lock() {
+    let heap = TestHeap::new(4 * MIB, 2, ReclaimStyle::SwitchCpus);
+    let start = heap.free_bytes();
+    // 1 KiB objects: an inbox of four 16-object magazines (cheap under miri).
+    let l = layout(1024, 8);
+    let class = SizeClass::for_layout(l).unwrap();
+    let capacity = class.magazine_capacity();
+    assert_eq!(class.inbox_capacity() % capacity, 0);
+    // The inbox takes whole batches up to its capacity; the last two find
+    // it full.
+    let count = class.inbox_capacity() + 2 * capacity;
     set_cpu(0);
     let blocks: Vec<*mut u8> = (0..count).map(|_| heap.alloc(l)).collect();
     set_cpu(1);
@@ -115,13 +165,14 @@ fn objects_freed_on_another_cpu_are_counted_and_go_home_in_batches() {
         // SAFETY: allocated on CPU 0 with `l`; freed once, on CPU 1.
         unsafe { heap.dealloc(block, l) };
     }
-    let cpu1 = heap.stats().per_cpu()[1];
-    assert_eq!(cpu1.cross_cpu_frees, count as u64);
-    assert_eq!(cpu1.flushes, 2, "the outbox went home twice, one batch each");
-    assert!(cpu1.cached_bytes > 0, "the last batch waits in the outbox");
-    assert_eq!(heap.stats().per_cpu()[0].cross_cpu_frees, 0);
-    // Objects come back to their owner: CPU 1 never carved a slab.
-    heap.drain_all_cpus(2);
+    let [cpu0, cpu1] = [0, 1].map(|cpu| heap.stats().per_cpu()[cpu]);
+    assert_eq!((cpu1.flushes, cpu1.lock.acquisitions, cpu1.cached_bytes), (2, 2, 0));
+    assert!(cpu0.cached_bytes >= class.inbox_capacity() as u64 * 1024, "the inbox is full");
+    assert_ops_accounted(&heap);
+    // Draining CPU 0 empties its inbox back to the slabs.
+    set_cpu(0);
+    assert!(heap.drain_local_cpu());
+    assert_eq!(heap.stats().per_cpu()[0].cached_bytes, 0);
     assert_eq!(heap.free_bytes(), start);
     assert_ops_accounted(&heap);
 }

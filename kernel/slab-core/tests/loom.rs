@@ -1,6 +1,8 @@
 //! Loom models of the state CPUs share: the global spin lock (and the slab
-//! lists and backend behind it, reached by refills, cross-CPU flushes and
-//! drains from two CPUs at once) and the reclaim handshake.
+//! lists and backend behind it, reached by refills, flushes and drains from
+//! two CPUs at once), the inboxes of cross-CPU frees (a batch pushed while
+//! its owner takes everything or drains; a full inbox's fallback to the
+//! lock) and the reclaim handshake.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p slab-core --target
 //! x86_64-unknown-linux-gnu --release --test loom`.
@@ -15,7 +17,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use loom::thread;
-use slab_core::{Platform, ReclaimBroadcast, SlabHeap, SpinLock};
+use slab_core::{Platform, ReclaimBroadcast, SizeClass, SlabHeap, SpinLock};
 
 loom::thread_local! {
     static CPU: Cell<usize> = Cell::new(0);
@@ -193,7 +195,7 @@ fn heap_model() {
     let handoff = Arc::new(AtomicPtr::new(std::ptr::null_mut::<u8>()));
 
     // CPU 1: waits for CPU 0's object, frees it (cross-CPU, into its
-    // outbox) and drains, giving it back to CPU 0's slab under the lock.
+    // bucket) and drains, giving it back to CPU 0's slab under the lock.
     let cpu1 = {
         let (heap, handoff) = (heap.clone(), handoff.clone());
         spawn_big(move || {
@@ -226,6 +228,113 @@ fn heap_model() {
     let stats = heap.stats();
     assert_eq!(stats.per_cpu()[1].cross_cpu_frees, 1);
     assert_eq!(stats.heap.slabs, 0, "the slab went back once both drained");
+    assert_eq!(heap.usage().free_bytes, start);
+    drop(heap);
+    drop(region);
+}
+
+/// A heap over a fresh `bytes`-byte region for a model iteration.
+fn model_heap(bytes: usize) -> (Arc<SlabHeap<Heap, LoomPlatform>>, Region, usize) {
+    let layout = Layout::from_size_align(bytes, 64 << 10).unwrap();
+    // SAFETY: nonzero size.
+    let region = Region(unsafe { std::alloc::alloc(layout) }, layout);
+    assert!(!region.0.is_null());
+    let heap = Arc::new(SlabHeap::new(Heap::empty(), LoomPlatform));
+    // SAFETY: the region is unused and outlives the heap's use of it.
+    heap.with_backend(|backend| unsafe { backend.init(region.0, bytes) });
+    let start = heap.usage().free_bytes;
+    (heap, region, start)
+}
+
+/// Addresses of blocks handed to another loom thread.
+struct Blocks(Vec<usize>);
+
+#[test]
+fn a_batch_pushed_while_its_owner_refills_and_drains_is_taken_whole() {
+    model(|| spawn_big(inbox_model).join().unwrap());
+}
+
+/// CPU 0 allocates a magazine's worth, CPU 1 frees them all (one full
+/// batch, one CAS into CPU 0's inbox) and drains, while CPU 0 allocates
+/// once more (its cache is empty: it takes its inbox with one swap, finding
+/// the batch or not, else refills under the lock), frees that and drains.
+/// Whatever the order, the batch is taken whole once, and nothing leaks.
+fn inbox_model() {
+    let (heap, region, start) = model_heap(64 << 10);
+    let object = Layout::from_size_align(32, 8).unwrap();
+    let capacity = SizeClass::for_layout(object).unwrap().magazine_capacity();
+    set_cpu(0);
+    let blocks = Blocks((0..capacity).map(|_| heap.alloc(object) as usize).collect());
+    assert!(blocks.0.iter().all(|&block| block != 0));
+    let cpu1 = {
+        let heap = heap.clone();
+        spawn_big(move || {
+            set_cpu(1);
+            for &block in &blocks.0 {
+                // SAFETY: CPU 0 allocated it with `object` and gave it up.
+                unsafe { heap.dealloc(block as *mut u8, object) };
+            }
+            assert_eq!(heap.stats().per_cpu()[1].flushes, 0, "the batch went to the inbox");
+            heap.drain_local_cpu();
+        })
+    };
+    let again = heap.alloc(object);
+    assert!(!again.is_null());
+    // SAFETY: allocated just above with `object`.
+    unsafe { heap.dealloc(again, object) };
+    heap.drain_local_cpu();
+    cpu1.join().unwrap();
+
+    let stats = heap.stats();
+    assert_eq!(stats.per_cpu()[1].cross_cpu_frees, capacity as u64);
+    assert_eq!(stats.total.cached_bytes, 0, "both drained after their last free");
+    assert_eq!(stats.heap.slabs, 0);
+    assert_eq!(heap.usage().free_bytes, start);
+    drop(heap);
+    drop(region);
+}
+
+#[test]
+fn a_full_inbox_sends_the_batch_back_under_the_lock_racing_its_owner() {
+    model(|| spawn_big(full_inbox_model).join().unwrap());
+}
+
+/// CPU 1 frees one batch more than CPU 0's inbox holds, while CPU 0
+/// allocates once (perhaps taking the inbox, making room) and drains:
+/// the batch that finds the inbox full goes back to its slab under the
+/// lock, and nothing is lost either way.
+fn full_inbox_model() {
+    let (heap, region, start) = model_heap(512 << 10);
+    let object = Layout::from_size_align(1024, 8).unwrap();
+    let class = SizeClass::for_layout(object).unwrap();
+    let (capacity, inbox) = (class.magazine_capacity(), class.inbox_capacity());
+    assert_eq!(inbox % capacity, 0);
+    set_cpu(0);
+    let blocks = Blocks((0..inbox + capacity).map(|_| heap.alloc(object) as usize).collect());
+    assert!(blocks.0.iter().all(|&block| block != 0));
+    let cpu1 = {
+        let heap = heap.clone();
+        spawn_big(move || {
+            set_cpu(1);
+            for &block in &blocks.0 {
+                // SAFETY: CPU 0 allocated it with `object` and gave it up.
+                unsafe { heap.dealloc(block as *mut u8, object) };
+            }
+            let flushes = heap.stats().per_cpu()[1].flushes;
+            assert!(flushes <= 1, "{flushes} batches found the inbox full");
+            heap.drain_local_cpu();
+        })
+    };
+    let again = heap.alloc(object);
+    assert!(!again.is_null());
+    // SAFETY: allocated just above with `object`.
+    unsafe { heap.dealloc(again, object) };
+    heap.drain_local_cpu();
+    cpu1.join().unwrap();
+
+    let stats = heap.stats();
+    assert_eq!(stats.total.cached_bytes, 0, "both drained after their last free");
+    assert_eq!(stats.heap.slabs, 0);
     assert_eq!(heap.usage().free_bytes, start);
     drop(heap);
     drop(region);

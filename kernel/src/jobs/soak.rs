@@ -65,11 +65,12 @@ const MAX_CORRUPTION_LINES: usize = 16;
 /// What a CPU does with the block in a full slot, out of `FULL_SLOT_CHOICES`:
 /// free it below `FREE_BELOW`, reallocate it below `REALLOC_BELOW`, hand it
 /// over otherwise. Empty slots always get a block, so about 60 % of the
-/// slots are full and the mix is about 40 % allocations, 24 % frees, 21 %
-/// reallocs, 15 % handovers.
+/// slots are full and the mix is about 40 % allocations, 20 % frees, 21 %
+/// reallocs, 19 % handovers: about half of the frees cross CPUs, and a
+/// third even counting every realloc as a free (`docs/soak.md`).
 const FULL_SLOT_CHOICES: usize = 20;
-const FREE_BELOW: usize = 8;
-const REALLOC_BELOW: usize = 15;
+const FREE_BELOW: usize = 6;
+const REALLOC_BELOW: usize = 13;
 
 /// `job=soak`.
 pub fn run_job(boot: &'static BootInfo) -> ExitCode {

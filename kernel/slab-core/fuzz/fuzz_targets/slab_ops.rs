@@ -1,6 +1,7 @@
 //! Fuzz target: a sequence of heap operations decoded from the input with
-//! `arbitrary` (alloc, bursts of allocs, free, realloc, switch the running
-//! CPU, drain this CPU, drain every CPU, reclaim, switch the mode) run on a
+//! `arbitrary` (alloc, bursts of allocs, free, bursts of frees of other
+//! CPUs' blocks, realloc, switch the running CPU, drain this CPU, drain
+//! every CPU, reclaim, switch the mode) run on a
 //! fresh `SlabHeap` (slab or locked mode; a tiny heap that runs out of
 //! memory, or a normal one; 1 to 4 CPUs played by this one thread), checked
 //! against a model of the live blocks. `docs/fuzzing.md` lists the checks.
@@ -30,8 +31,12 @@ const ARENA_BYTES: usize = 8 << 20;
 /// Most CPUs a run uses.
 const MAX_FUZZ_CPUS: usize = 4;
 /// Most blocks one `Alloc` or `Free` op handles (bursts fill and empty
-/// magazines, so refills, flushes and outbox flushes come quickly).
+/// magazines, so refills and flushes come quickly).
 const MAX_BURST: usize = 48;
+/// Most blocks one `FreeForeign` op frees: a few batches of cross-CPU frees
+/// (buckets fill, batches go to inboxes, a full inbox falls back to the
+/// lock).
+const MAX_FOREIGN_BURST: usize = 200;
 
 fuzz_target!(|input: Input| run(input));
 
@@ -41,6 +46,9 @@ enum Op {
     Alloc { layout: Layout, count: usize },
     /// Frees `count` live blocks, the first the `pick`-th (modulo).
     Free { pick: usize, count: usize },
+    /// Frees up to `count` live blocks another CPU allocated, searching
+    /// from the `pick`-th (modulo).
+    FreeForeign { pick: usize, count: usize },
     /// Resizes the `pick`-th live block (modulo) to `size`.
     Realloc { pick: usize, size: usize },
     /// Makes CPU `cpu` (modulo the CPU count) the running one.
@@ -103,7 +111,11 @@ impl<'a> Arbitrary<'a> for Op {
                 };
                 Op::Alloc { layout, count: burst(u)? }
             }
-            40..=64 => Op::Free { pick: u.arbitrary::<u16>()?.into(), count: burst(u)? },
+            40..=56 => Op::Free { pick: u.arbitrary::<u16>()?.into(), count: burst(u)? },
+            57..=64 => Op::FreeForeign {
+                pick: u.arbitrary::<u16>()?.into(),
+                count: u.int_in_range(1..=MAX_FOREIGN_BURST)?,
+            },
             65..=76 => Op::Realloc { pick: u.arbitrary::<u16>()?.into(), size: arbitrary_size(u)? },
             77..=90 => Op::Switch { cpu: u.int_in_range(0..=MAX_FUZZ_CPUS - 1)? },
             91..=94 => Op::Drain,
@@ -279,6 +291,19 @@ impl Run {
                         break;
                     }
                     let index = pick % self.live.len();
+                    self.free(index);
+                }
+            }
+            Op::FreeForeign { pick, count } => {
+                let me = cpu();
+                for _ in 0..count {
+                    let len = self.live.len();
+                    let Some(index) = (0..len)
+                        .map(|i| (pick + i) % len)
+                        .find(|&index| self.live[index].cpu != me)
+                    else {
+                        break;
+                    };
                     self.free(index);
                 }
             }
