@@ -3,7 +3,20 @@
 //! slot, and the state machine of one class's cache: Bonwick's
 //! loaded/previous magazine pair for the CPU's own objects, a bucket
 //! batching frees of another CPU's objects for that CPU's inbox (`inbox`),
-//! and the batches taken from this CPU's own inbox, not yet loaded.
+//! and the batches taken from this CPU's own inbox, not yet loaded; off the
+//! fast path's line, its *depot*: up to `SizeClass::depot_magazines` full
+//! magazines of its own objects, and the batches of other CPUs' objects
+//! that their owners' full inboxes refused.
+//!
+//! The depot is what makes one global-lock acquisition move several
+//! magazines (`SizeClass::transfer_magazines`): a refill under the lock
+//! loads one magazine and fills the depot; a free that finds both
+//! magazines full moves the previous one into the depot, and only when the
+//! depot is full too do the depot's magazines go back to the slabs (the
+//! previous one staying as the new depot's first). Between two lock
+//! acquisitions of one class there are at least two magazines of
+//! operations (one without a depot, as in Bonwick's design), and a steady
+//! stream of allocations or of frees takes the lock once per transfer.
 //!
 //! A slot's magazines are plain memory. What makes using them without a
 //! lock or masked interrupts sound is the running CPU's *slot word*
@@ -97,9 +110,9 @@ pub(crate) const fn cpu_of_word(word: usize) -> usize {
 pub(crate) enum FreeOutcome {
     /// The object is cached; nothing else to do (a cache hit).
     Cached,
-    /// The object is cached, and this full magazine must go back to its
-    /// slabs under the global lock (a flush).
-    Flush(Magazine),
+    /// The object is cached, and these full magazines (a transfer's
+    /// worth) must go back to their slabs under the global lock (a flush).
+    Flush(Batches),
     /// The object is cached, and this batch of CPU `owner`'s objects (a
     /// full bucket, or one another owner's object pushed out) goes to
     /// `owner`'s inbox.
@@ -263,9 +276,30 @@ impl ClassSlot {
 // the bucket and the received batches all fit (two words each at most).
 const _: () = assert!(size_of::<ClassSlot>() == 64);
 
+/// The slow paths' part of one CPU's cache of one size class.
+#[derive(Debug)]
+struct Depot {
+    /// Magazines of the CPU's own objects, full unless a refill ran out of
+    /// memory: at most `depot_magazines` magazines' worth of objects.
+    full: Batches,
+    /// Batches of other CPUs' objects that their owners' inboxes refused,
+    /// going back to the slabs together once they reach a transfer's worth.
+    refused: Batches,
+}
+
+/// A [`Depot`], used by its slot's one user.
+struct DepotSlot(UnsafeCell<Depot>);
+
+impl DepotSlot {
+    const fn new() -> Self {
+        Self(UnsafeCell::new(Depot { full: Batches::new(), refused: Batches::new() }))
+    }
+}
+
 /// One CPU's cache of one size class, used by the slot's one user.
 pub(crate) struct ClassCache<'a> {
     slot: &'a ClassSlot,
+    depot: &'a DepotSlot,
 }
 
 impl ClassCache<'_> {
@@ -274,6 +308,11 @@ impl ClassCache<'_> {
         // by `SlotUser::cache` from `&mut`), and `&mut self` makes this the
         // only reference to the spares now.
         unsafe { &mut *self.slot.spares.get() }
+    }
+
+    fn depot(&mut self) -> &mut Depot {
+        // SAFETY: as in `spares`.
+        unsafe { &mut *self.depot.0.get() }
     }
 
     /// Takes the loaded magazine out, leaving it empty.
@@ -343,11 +382,31 @@ impl ClassCache<'_> {
             self.swap_loaded_and_previous();
             FreeOutcome::Cached
         } else {
-            // Both full: the previous one goes back to the slabs, the loaded
-            // one becomes previous, and the object starts an empty one.
-            let full = self.spares().previous.take();
+            // Both full: the previous one goes to the depot (if the depot is
+            // full, in place of its magazines, which go back to the slabs;
+            // without a depot, back itself), the loaded one becomes
+            // previous, and the object starts an empty one.
+            let previous = self.spares().previous.take();
+            let depot_capacity = class.depot_magazines() * capacity;
+            let depot = &mut self.depot().full;
+            let outcome = if depot.objects() + capacity <= depot_capacity {
+                // SAFETY: a full magazine of this CPU's free objects of the
+                // class (16 bytes or more, 16-aligned), handed over.
+                unsafe { depot.push(previous) };
+                FreeOutcome::Cached
+            } else if depot_capacity == 0 {
+                let mut flush = Batches::new();
+                // SAFETY: as above.
+                unsafe { flush.push(previous) };
+                FreeOutcome::Flush(flush)
+            } else {
+                let flush = depot.take();
+                // SAFETY: as above.
+                unsafe { depot.push(previous) };
+                FreeOutcome::Flush(flush)
+            };
             self.spares().previous = self.take_loaded();
-            FreeOutcome::Flush(full)
+            outcome
         };
         // SAFETY: the slot's one user; the object is forwarded from the
         // caller.
@@ -391,6 +450,55 @@ impl ClassCache<'_> {
         self.spares().received = batches;
     }
 
+    /// Loads the depot's top magazine into the empty loaded one (the
+    /// previous one is empty too); returns whether there was one.
+    pub(crate) fn load_from_depot(&mut self) -> bool {
+        match self.depot().full.pop() {
+            Some(magazine) => {
+                self.load(magazine);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Puts a magazine of this CPU's objects from a refill under the lock
+    /// into the depot, which must have room for it.
+    ///
+    /// # Safety
+    /// `magazine` holds free objects of `class` owned by this CPU's slabs,
+    /// handed over to the cache.
+    pub(crate) unsafe fn stock_depot(&mut self, class: SizeClass, magazine: Magazine) {
+        let depot = &mut self.depot().full;
+        debug_assert!(
+            depot.objects() + magazine.len() <= class.depot_magazines() * class.magazine_capacity()
+        );
+        // SAFETY: forwarded from the caller; objects of a class are at
+        // least 16 bytes and 16-aligned.
+        unsafe { depot.push(magazine) };
+    }
+
+    /// Keeps a batch of another CPU's objects its owner's full inbox
+    /// refused; hands back every refused batch once they reach a
+    /// transfer's worth, to go back to the slabs under one lock
+    /// acquisition.
+    ///
+    /// # Safety
+    /// `batch` holds free objects of `class` from this heap's slabs, owned
+    /// by the batch alone, handed over to the cache.
+    pub(crate) unsafe fn hold_refused(
+        &mut self,
+        class: SizeClass,
+        batch: Magazine,
+    ) -> Option<Batches> {
+        let refused = &mut self.depot().refused;
+        // SAFETY: forwarded from the caller; objects of a class are at
+        // least 16 bytes and 16-aligned.
+        unsafe { refused.push(batch) };
+        let transfer = class.transfer_magazines() * class.magazine_capacity();
+        (refused.objects() >= transfer).then(|| refused.take())
+    }
+
     /// Loads the next received batch into the empty loaded magazine;
     /// returns whether there was one.
     pub(crate) fn load_received(&mut self) -> bool {
@@ -403,22 +511,28 @@ impl ClassCache<'_> {
         }
     }
 
-    /// Objects cached now (both magazines, the bucket, received batches).
+    /// Objects cached now (both magazines, the bucket, received batches,
+    /// the depot).
     #[inline]
     pub(crate) fn cached_objects(&mut self) -> usize {
         let spares = self.spares();
         let spare_objects =
             spares.previous.len() + spares.bucket.len as usize + spares.received.objects();
+        let depot = self.depot();
+        let depot_objects = depot.full.objects() + depot.refused.objects();
         // SAFETY: the slot's one user (see `spares`).
-        spare_objects + unsafe { self.slot.loaded_len() }
+        spare_objects + depot_objects + unsafe { self.slot.loaded_len() }
     }
 
     /// Empties the cache, returning its magazines (the bucket's last) and
-    /// its received batches.
-    pub(crate) fn take_all(&mut self) -> ([Magazine; 3], Batches) {
+    /// its batches: received, the depot's, refused.
+    pub(crate) fn take_all(&mut self) -> ([Magazine; 3], [Batches; 3]) {
         let loaded = self.take_loaded();
         let spares = self.spares();
-        ([loaded, spares.previous.take(), spares.bucket.take()], spares.received.take())
+        let magazines = [loaded, spares.previous.take(), spares.bucket.take()];
+        let received = spares.received.take();
+        let depot = self.depot();
+        (magazines, [received, depot.full.take(), depot.refused.take()])
     }
 }
 
@@ -428,11 +542,12 @@ impl ClassCache<'_> {
 #[repr(C, align(64))]
 pub(crate) struct CpuSlot {
     classes: [ClassSlot; NUM_CLASSES],
+    depots: [DepotSlot; NUM_CLASSES],
     counters: CpuCounters,
 }
 
-// SAFETY: the magazines, the only part that is not `Sync`, are written only
-// by the slot's one user (see `Claim`), of which there is at most one per
+// SAFETY: the magazines and depots, the only parts that are not `Sync`, are
+// written only by the slot's one user (see `Claim`), of which there is at most one per
 // slot at a time; the spare's are never written; everything else is
 // atomics.
 unsafe impl Sync for CpuSlot {}
@@ -442,13 +557,18 @@ unsafe impl Send for CpuSlot {}
 
 impl CpuSlot {
     const fn new() -> Self {
-        Self { classes: [const { ClassSlot::new(0) }; NUM_CLASSES], counters: CpuCounters::new() }
+        Self {
+            classes: [const { ClassSlot::new(0) }; NUM_CLASSES],
+            depots: [const { DepotSlot::new() }; NUM_CLASSES],
+            counters: CpuCounters::new(),
+        }
     }
 
     /// The spare: every loaded magazine empty and "full" at once.
     const fn spare() -> Self {
         Self {
             classes: [const { ClassSlot::new(SPARE_LEN) }; NUM_CLASSES],
+            depots: [const { DepotSlot::new() }; NUM_CLASSES],
             counters: CpuCounters::new(),
         }
     }
@@ -647,7 +767,8 @@ impl<'h, P: Platform> SlotUser<'h, P> {
     /// The cache of `class`.
     #[inline]
     pub(crate) fn cache(&mut self, class: SizeClass) -> ClassCache<'_> {
-        ClassCache { slot: &self.claim.slot.classes[class.index()] }
+        let slot = self.claim.slot;
+        ClassCache { slot: &slot.classes[class.index()], depot: &slot.depots[class.index()] }
     }
 }
 
@@ -656,21 +777,46 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
+    /// A refill under the lock as `SlabHeap::alloc_cached` does it: a
+    /// transfer's worth of fake objects from `pool`, one magazine loaded,
+    /// the rest into the depot.
+    fn refill(cache: &mut ClassCache<'_>, class: SizeClass, pool: &mut Vec<NonNull<u8>>) {
+        let capacity = class.magazine_capacity();
+        for i in 0..class.transfer_magazines() {
+            let mut magazine = Magazine::new();
+            while magazine.len() < capacity {
+                // SAFETY: fresh fake objects, owned here.
+                unsafe { magazine.push(pool.pop().unwrap()) };
+            }
+            if i == 0 {
+                cache.load(magazine);
+            } else {
+                // SAFETY: as above.
+                unsafe { cache.stock_depot(class, magazine) };
+            }
+        }
+    }
+
     /// Drives one class's cache with fake objects and checks Bonwick's
-    /// invariants: `previous` is empty or full, the cache never holds more
-    /// than its bound, and at least a magazine's worth of operations pass
-    /// between two operations that need the lock.
+    /// invariants with the depot: `previous` is empty or full, the cache
+    /// never holds more than its two magazines and its depot, at least a
+    /// magazine's worth of operations (two with a depot) pass between two
+    /// operations that need the lock, and each moves a transfer's worth.
     #[test]
     fn batching_and_bounds_hold_for_any_alloc_free_sequence() {
-        for class in [SizeClass::ALL[0], SizeClass::ALL[7], SizeClass::ALL[15]] {
+        for class in [SizeClass::ALL[0], SizeClass::ALL[3], SizeClass::ALL[7], SizeClass::ALL[15]] {
             let capacity = class.magazine_capacity();
+            let transfer = class.transfer_magazines() * capacity;
+            let bound = (2 + class.depot_magazines()) * capacity;
+            let spacing = if class.depot_magazines() == 0 { capacity } else { 2 * capacity };
             // A pool of fake 16-byte objects standing in for slabs.
-            let mut storage = std::vec![[0u64; 2]; 1024];
+            let mut storage = std::vec![[0u64; 2]; 2048];
             let mut pool: Vec<NonNull<u8>> =
                 storage.iter_mut().map(|slot| NonNull::from(slot).cast()).collect();
             let mut live: Vec<NonNull<u8>> = Vec::new();
             let slot = ClassSlot::new(0);
-            let mut cache = ClassCache { slot: &slot };
+            let depot = DepotSlot::new();
+            let mut cache = ClassCache { slot: &slot, depot: &depot };
             let mut ops_since_lock = usize::MAX / 2;
             let mut lock_events = 0;
             let mut ops = 0;
@@ -690,16 +836,12 @@ mod tests {
                     if allocate {
                         let object = match cache.pop(class) {
                             Some(object) => object,
+                            None if cache.load_from_depot() => cache.pop(class).unwrap(),
                             None => {
-                                assert!(ops_since_lock >= capacity, "lock after {ops_since_lock}");
+                                assert!(ops_since_lock >= spacing, "lock after {ops_since_lock}");
                                 ops_since_lock = 0;
                                 lock_events += 1;
-                                let mut magazine = Magazine::new();
-                                while magazine.len() < capacity {
-                                    // SAFETY: fresh fake objects, owned here.
-                                    unsafe { magazine.push(pool.pop().unwrap()) };
-                                }
-                                cache.load(magazine);
+                                refill(&mut cache, class, &mut pool);
                                 cache.pop(class).unwrap()
                             }
                         };
@@ -710,13 +852,16 @@ mod tests {
                         // SAFETY: a live fake object, handed back.
                         match unsafe { cache.free_local(class, object) } {
                             FreeOutcome::Cached => {}
-                            FreeOutcome::Flush(mut full) => {
-                                assert_eq!(full.len(), capacity);
-                                assert!(ops_since_lock >= capacity, "lock after {ops_since_lock}");
+                            FreeOutcome::Flush(mut magazines) => {
+                                assert_eq!(magazines.objects(), transfer);
+                                assert!(ops_since_lock >= spacing, "lock after {ops_since_lock}");
                                 ops_since_lock = 0;
                                 lock_events += 1;
-                                while let Some(object) = full.pop() {
-                                    pool.push(object);
+                                while let Some(mut full) = magazines.pop() {
+                                    assert_eq!(full.len(), capacity);
+                                    while let Some(object) = full.pop() {
+                                        pool.push(object);
+                                    }
                                 }
                             }
                             FreeOutcome::Send { .. } => panic!("a local free never sends"),
@@ -726,10 +871,10 @@ mod tests {
                     assert!(previous == 0 || previous == capacity);
                     // SAFETY: this test is the slot's one user.
                     assert!(unsafe { slot.loaded_len() } <= capacity);
-                    assert!(cache.cached_objects() <= 2 * capacity);
+                    assert!(cache.cached_objects() <= bound);
                 }
             }
-            assert!(lock_events * capacity <= ops, "{lock_events} lock events in {ops} ops");
+            assert!(lock_events * spacing <= ops, "{lock_events} lock events in {ops} ops");
             assert!(lock_events > 0);
             assert_eq!(
                 slot.cache_ops(),
@@ -747,7 +892,8 @@ mod tests {
         let mut storage = std::vec![[0u64; 2]; capacity + 3];
         let mut objects = storage.iter_mut().map(|slot| NonNull::from(slot).cast::<u8>());
         let class_slot = ClassSlot::new(0);
-        let mut cache = ClassCache { slot: &class_slot };
+        let depot = DepotSlot::new();
+        let mut cache = ClassCache { slot: &class_slot, depot: &depot };
         for i in 0..capacity {
             // SAFETY: distinct fake objects, handed over.
             let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 1) };
@@ -770,8 +916,52 @@ mod tests {
         }
         assert_eq!(cache.cached_objects(), 1);
         assert_eq!(class_slot.cache_ops(), (0, capacity as u64 + 2), "bucket frees are frees");
-        let ([loaded, previous, bucket], received) = cache.take_all();
+        let ([loaded, previous, bucket], [received, ..]) = cache.take_all();
         assert_eq!((loaded.len(), previous.len(), bucket.len(), received.objects()), (0, 0, 1, 0));
         assert_eq!(cache.cached_objects(), 0);
+    }
+
+    /// A steady stream of allocations, then of frees, takes the lock once
+    /// per transfer (four magazines of 32 for 64-byte objects), not once
+    /// per magazine.
+    #[test]
+    fn steady_streams_take_the_lock_once_per_transfer() {
+        let class = SizeClass::for_layout(core::alloc::Layout::new::<[u64; 8]>()).unwrap();
+        assert_eq!(
+            (class.size(), class.transfer_magazines(), class.magazine_capacity()),
+            (64, 4, 32)
+        );
+        let mut storage = std::vec![[0u64; 2]; 1280];
+        let mut pool: Vec<NonNull<u8>> =
+            storage.iter_mut().map(|slot| NonNull::from(slot).cast()).collect();
+        let (slot, depot) = (ClassSlot::new(0), DepotSlot::new());
+        let mut cache = ClassCache { slot: &slot, depot: &depot };
+        let mut live = Vec::new();
+        let mut refills = 0;
+        for _ in 0..1024 {
+            let object = match cache.pop(class) {
+                Some(object) => object,
+                None if cache.load_from_depot() => cache.pop(class).unwrap(),
+                None => {
+                    refills += 1;
+                    refill(&mut cache, class, &mut pool);
+                    cache.pop(class).unwrap()
+                }
+            };
+            live.push(object);
+        }
+        assert_eq!(refills, 1024 / 128, "refills for 1024 allocations");
+        let mut flushes = 0;
+        for object in live {
+            // SAFETY: a live fake object, handed back.
+            if let FreeOutcome::Flush(magazines) = unsafe { cache.free_local(class, object) } {
+                assert_eq!(magazines.objects(), 128);
+                flushes += 1;
+            }
+        }
+        // The first flush comes once the two magazines and the depot hold
+        // 6 × 32 objects; then one per 128 frees.
+        assert_eq!(flushes, (1024 - 6 * 32) / 128 + 1, "flushes for 1024 frees");
+        assert_eq!(cache.cached_objects(), 1024 - 128 * flushes);
     }
 }

@@ -26,7 +26,7 @@ use crate::lock::{SpinGuard, SpinLock};
 use crate::magazine::Magazine;
 use crate::mode::{Mode, ModeLocked};
 use crate::platform::{CpuWords, MAX_CPUS, Platform};
-use crate::size_class::SizeClass;
+use crate::size_class::{MAX_DEPOT_MAGAZINES, SizeClass};
 use crate::slab::SlabRef;
 use crate::stats::{CpuCounters, CpuStats, HeapStats, LockCounters};
 use crate::sync::const_unless_loom;
@@ -321,12 +321,16 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         let mut central = self.lock_central(&masked);
         for class in SizeClass::ALL {
             let counters = &user.counters().classes[class.index()];
-            let (magazines, mut received) = user.cache(class).take_all();
+            let (magazines, [mut received, mut depot, mut refused]) = user.cache(class).take_all();
             let mut inbox = Batches::new();
             let mut rows = inboxes.iter();
             let batches = core::iter::from_fn(|| {
                 loop {
-                    if let Some(batch) = received.pop().or_else(|| inbox.pop()) {
+                    if let Some(batch) = (received.pop())
+                        .or_else(|| depot.pop())
+                        .or_else(|| refused.pop())
+                        .or_else(|| inbox.pop())
+                    {
                         return Some(batch);
                     }
                     inbox = rows.next()?.0[class.index()].take_all();
@@ -338,7 +342,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 let objects = magazine.len() as u64;
                 // SAFETY: cached objects are free objects of `class` that
                 // came out of `refill_from_slabs` (ours) or were freed to
-                // this CPU (another CPU's, in the bucket), and inbox
+                // this CPU (another CPU's, in the bucket or refused), and inbox
                 // batches are free objects of `class` some CPU freed, owned
                 // by the cache or the batches alone.
                 unsafe { central.flush_to_slabs(class, magazine) };
@@ -479,37 +483,54 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
 
     /// An object of `class` from the cache, refilling it if it is empty:
     /// from the batches other CPUs sent to this CPU's inbox if there are
-    /// any, else under the lock.
+    /// any, else from the depot, else under the lock (a transfer's worth:
+    /// one magazine loaded, the rest into the depot).
     fn alloc_cached(&self, user: &mut SlotUser<'_, P>, class: SizeClass) -> Option<NonNull<u8>> {
-        if let Some(object) = user.cache(class).pop(class) {
+        let counters = &user.counters().classes[class.index()];
+        let inbox = self.inbox(user.cpu(), class);
+        let mut cache = user.cache(class);
+        if let Some(object) = cache.pop(class) {
             return Some(object);
         }
-        if !user.cache(class).load_received() {
-            let batches = self.inbox(user.cpu(), class).take_all();
+        let mut loaded = cache.load_received();
+        if !loaded {
+            let batches = inbox.take_all();
             let objects = batches.objects() as u64;
             if objects != 0 {
-                user.counters().classes[class.index()].refilled_objects.add(objects);
-                user.cache(class).receive(batches);
-                user.cache(class).load_received();
+                counters.refilled_objects.add(objects);
+                cache.receive(batches);
+                loaded = cache.load_received();
             }
         }
-        if let Some(object) = user.cache(class).pop(class) {
-            return Some(object);
+        if loaded || cache.load_from_depot() {
+            return cache.pop(class);
         }
         let masked = self.mask_irqs();
         let capacity = class.magazine_capacity();
-        let mut magazine = Magazine::new();
-        self.lock_central(&masked).refill_from_slabs(masked.cpu, class, &mut magazine, capacity);
-        let refilled = magazine.len() as u64;
-        // Out of memory leaves the magazine partly filled or empty.
-        if refilled == 0 {
+        let mut magazines = [const { Magazine::new() }; MAX_DEPOT_MAGAZINES];
+        let mut central = self.lock_central(&masked);
+        for magazine in &mut magazines[..class.transfer_magazines()] {
+            central.refill_from_slabs(masked.cpu, class, magazine, capacity);
+            // Out of memory leaves a magazine partly filled or empty.
+            if magazine.len() < capacity {
+                break;
+            }
+        }
+        drop(central);
+        let [first, rest @ ..] = magazines;
+        if first.is_empty() {
             return None;
         }
-        user.cache(class).load(magazine);
-        let counters = &user.counters().classes[class.index()];
-        counters.refilled_objects.add(refilled);
         counters.refills.add(1);
-        user.cache(class).pop(class)
+        counters.refilled_objects.add(first.len() as u64);
+        cache.load(first);
+        for magazine in rest.into_iter().filter(|magazine| !magazine.is_empty()) {
+            counters.refilled_objects.add(magazine.len() as u64);
+            // SAFETY: free objects of `class` just taken from this CPU's
+            // slabs, at most the depot's worth in all (the depot was empty).
+            unsafe { cache.stock_depot(class, magazine) };
+        }
+        cache.pop(class)
     }
 
     /// Everything `dealloc`'s fast path does not do.
@@ -579,11 +600,11 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             return unsafe { self.free_remote_cached(user, class, object, owner) };
         }
         // SAFETY: forwarded from the caller; the object is this CPU's.
-        if let FreeOutcome::Flush(magazine) = unsafe { user.cache(class).free_local(class, object) }
-        {
-            // SAFETY: a full magazine of free objects of `class` from this
+        let outcome = unsafe { user.cache(class).free_local(class, object) };
+        if let FreeOutcome::Flush(magazines) = outcome {
+            // SAFETY: full magazines of free objects of `class` from this
             // heap's slabs, owned by nobody else.
-            unsafe { self.flush_locked(user, class, magazine) };
+            unsafe { self.flush_locked(user, class, magazines) };
         }
     }
 
@@ -615,25 +636,42 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         match unsafe { self.inbox(owner, class).push(batch, class.inbox_capacity()) } {
             // Out of this CPU's cache, into the owner's inbox.
             Ok(()) => counters.flushed_objects.add(objects),
-            // SAFETY: as above. The inbox is full: to the slabs instead.
-            Err(batch) => unsafe { self.flush_locked(user, class, batch) },
+            // The inbox is full: to the slabs instead, with other refused
+            // batches once they make a transfer's worth.
+            Err(batch) => {
+                // SAFETY: as above.
+                if let Some(refused) = unsafe { user.cache(class).hold_refused(class, batch) } {
+                    // SAFETY: free objects of `class` from this heap's
+                    // slabs, owned by the refused batches alone.
+                    unsafe { self.flush_locked(user, class, refused) };
+                }
+            }
         }
     }
 
-    /// Gives `magazine` back to its slabs under the global lock, counted
-    /// as a flush.
+    /// Gives `magazines` back to their slabs under one acquisition of the
+    /// global lock, counted as a flush.
     ///
     /// # Safety
-    /// `magazine` holds free objects of `class` from this heap's slabs,
+    /// `magazines` hold free objects of `class` from this heap's slabs,
     /// owned by nobody else.
     #[cold]
-    unsafe fn flush_locked(&self, user: &SlotUser<'_, P>, class: SizeClass, magazine: Magazine) {
+    unsafe fn flush_locked(
+        &self,
+        user: &SlotUser<'_, P>,
+        class: SizeClass,
+        mut magazines: Batches,
+    ) {
         let counters = &user.counters().classes[class.index()];
-        let objects = magazine.len() as u64;
+        let objects = magazines.objects() as u64;
         let masked = self.mask_irqs();
-        // SAFETY: a magazine of free objects of `class` that came out of
-        // this heap's slabs, now owned by nobody else.
-        unsafe { self.lock_central(&masked).flush_to_slabs(class, magazine) };
+        let mut central = self.lock_central(&masked);
+        while let Some(magazine) = magazines.pop() {
+            // SAFETY: a magazine of free objects of `class` that came out of
+            // this heap's slabs, now owned by nobody else.
+            unsafe { central.flush_to_slabs(class, magazine) };
+        }
+        drop(central);
         counters.flushes.add(1);
         counters.flushed_objects.add(objects);
     }

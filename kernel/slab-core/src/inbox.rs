@@ -180,13 +180,32 @@ impl Batches {
         core::mem::replace(self, Batches::new())
     }
 
+    /// Links `batch` on top (nothing if it is empty).
+    ///
+    /// # Safety
+    /// As [`Inbox::push`]: every object in `batch` is a free object of at
+    /// least 16 bytes, 16-aligned, owned by the batch alone; these batches
+    /// own them from now on.
+    pub(crate) unsafe fn push(&mut self, batch: Magazine) {
+        let Some(top) = batch.head() else {
+            return;
+        };
+        let (next, objects) = untagged(self.word);
+        debug_assert!(objects + batch.len() <= MAX_TAG);
+        // SAFETY: the batch's top object, ours (caller), with room for the
+        // link in its second word.
+        unsafe { batch_link(top).write(tagged(next, batch.len())) };
+        self.word = tagged(top.as_ptr(), objects + batch.len());
+    }
+
     /// The top batch as a magazine, unlinked from the rest.
     pub(crate) fn pop(&mut self) -> Option<Magazine> {
         let (top, objects) = untagged(self.word);
         let top = NonNull::new(top)?;
-        // SAFETY: `top` is the top object of a batch `Inbox::push` linked
-        // (its second word written before the Release CAS that `take_all`'s
-        // Acquire swap saw), owned by these batches alone.
+        // SAFETY: `top` is the top object of a batch linked by
+        // `Inbox::push` (its second word written before the Release CAS
+        // that `take_all`'s Acquire swap saw) or by `Self::push`, owned by
+        // these batches alone.
         let (next, len) = untagged(unsafe { batch_link(top).read() });
         self.word = tagged(next, objects - len);
         // SAFETY: the batch was a magazine of `len` objects linked from

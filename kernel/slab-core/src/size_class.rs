@@ -30,6 +30,13 @@ pub(crate) const MAX_MAGAZINE_CAPACITY: usize = 64;
 /// are more (`SizeClass::inbox_capacity`).
 pub const INBOX_BYTES: usize = 64 * 1024;
 
+/// Bytes of full magazines of one class one CPU keeps in its depot, beyond
+/// its loaded and previous magazines, at most (`SizeClass::depot_magazines`).
+pub const DEPOT_BYTES: usize = 8 * 1024;
+
+/// Magazines a depot holds at most.
+pub const MAX_DEPOT_MAGAZINES: usize = 4;
+
 /// Objects an inbox holds at most (its word counts them in 11 bits).
 pub const MAX_INBOX_OBJECTS: usize = 1024;
 
@@ -192,12 +199,36 @@ impl SizeClass {
         if by_bytes > magazines { by_bytes } else { magazines }
     }
 
+    /// Full magazines of its own objects a CPU keeps in its depot beyond
+    /// the loaded and previous ones: [`DEPOT_BYTES`] worth, at most
+    /// [`MAX_DEPOT_MAGAZINES`], none for classes whose magazine alone is
+    /// larger (768 bytes and up). A refill under the lock fills the loaded
+    /// magazine and the depot; a flush empties the depot.
+    #[inline]
+    pub const fn depot_magazines(self) -> usize {
+        let by_bytes = DEPOT_BYTES / (self.magazine_capacity() * self.size());
+        if by_bytes > MAX_DEPOT_MAGAZINES { MAX_DEPOT_MAGAZINES } else { by_bytes }
+    }
+
+    /// Magazines one global-lock acquisition moves, in a refill or a
+    /// flush: the depot's worth, at least one. In a steady stream of
+    /// allocations (or frees) the lock is taken once per this many
+    /// magazines of operations.
+    #[inline]
+    pub const fn transfer_magazines(self) -> usize {
+        let depot = self.depot_magazines();
+        if depot > 1 { depot } else { 1 }
+    }
+
     /// The most bytes of this class one CPU caches: a loaded and a previous
-    /// magazine of its own objects, a bucket of another CPU's objects, and
-    /// its own objects other CPUs freed, taken from its inbox (at most a
-    /// full inbox) or still in it (as much again).
+    /// magazine and a depot of its own objects, a bucket of another CPU's
+    /// objects and up to a transfer's worth of them less one object that
+    /// full inboxes refused (waiting for one lock acquisition), and its own
+    /// objects other CPUs freed, taken from its inbox (at most a full
+    /// inbox) or still in it (as much again).
     pub const fn max_cached_bytes_per_cpu(self) -> usize {
-        (3 * self.magazine_capacity() + 2 * self.inbox_capacity()) * self.size()
+        let magazines = 3 + self.depot_magazines() + self.transfer_magazines();
+        (magazines * self.magazine_capacity() + 2 * self.inbox_capacity()) * self.size()
     }
 
     const fn compute_magazine_capacity(self) -> usize {
@@ -333,8 +364,21 @@ mod tests {
             assert!(
                 class.inbox_capacity() * class.size() <= INBOX_BYTES.max(4 * cap * class.size())
             );
-            assert!(class.max_cached_bytes_per_cpu() <= (3 * 16 + 2 * 64) * 4096);
+            assert!(class.max_cached_bytes_per_cpu() <= (4 * 16 + 2 * 64) * 4096, "{class:?}");
+            let depot = class.depot_magazines();
+            assert!(depot <= MAX_DEPOT_MAGAZINES && depot * cap * class.size() <= DEPOT_BYTES);
         }
+        // The small classes move at least 128 objects per lock acquisition
+        // (64-byte objects: four magazines of 32), classes of 768 bytes and
+        // up one magazine, as before the depot.
+        let moved = |size: usize| {
+            let class = SizeClass::ALL.into_iter().find(|c| c.size() == size).unwrap();
+            class.transfer_magazines() * class.magazine_capacity()
+        };
+        assert_eq!(
+            [moved(16), moved(64), moved(128), moved(256), moved(768)],
+            [256, 128, 64, 32, 16]
+        );
         assert_eq!(SizeClass::ALL[0].magazine_capacity(), 64);
         assert_eq!(SizeClass::ALL[NUM_CLASSES - 1].magazine_capacity(), 16);
     }

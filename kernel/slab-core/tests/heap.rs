@@ -231,8 +231,15 @@ fn cached_memory_per_cpu_and_class_stays_bounded() {
                 assert!(cached as usize <= class.max_cached_bytes_per_cpu());
             }
         }
-        let cached = heap.cpu_stats(0).unwrap().classes[class.index()].cached_bytes;
-        assert_eq!(cached as usize, 2 * class.magazine_capacity() * class.size());
+        // After a stream of frees: at least the two magazines, full, at
+        // most those and a full depot.
+        let cached = heap.cpu_stats(0).unwrap().classes[class.index()].cached_bytes as usize;
+        let magazine = class.magazine_capacity() * class.size();
+        assert!(
+            (2 * magazine..=(2 + class.depot_magazines()) * magazine).contains(&cached),
+            "class {} B: {cached} bytes cached, magazines of {magazine}",
+            class.size()
+        );
     }
 }
 
