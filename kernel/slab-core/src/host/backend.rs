@@ -4,7 +4,14 @@
 //! the heap stays contiguous (`contains` is one range check) and large
 //! objects need no walk of their own. Freed blocks of a slab's size or
 //! more (empty slabs, large objects) give their whole pages back to the OS
-//! (`MADV_DONTNEED`) before TLSF takes them back.
+//! (`MADV_DONTNEED`) before TLSF takes them back, but not at once: the most
+//! recently freed ones, up to [`DIRTY_BLOCKS`] blocks and [`DIRTY_BYTES`]
+//! bytes, keep their pages for an allocation of the same layout (a slab of
+//! the same class, a buffer of the same size), which then takes no page
+//! faults; the oldest goes back when a newer one needs the room. A program
+//! that allocates and frees thousands of objects in rounds (Hoard's
+//! `threadtest`) would otherwise give its slabs' pages back and fault them
+//! in again every round.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -22,6 +29,10 @@ const GROW_BYTES: usize = 64 << 20;
 /// their whole pages to the OS.
 pub(crate) const RETURN_BYTES: usize = 16 << 10;
 const PAGE_BYTES: usize = 4096;
+/// Freed blocks kept with their pages, at most.
+pub(crate) const DIRTY_BLOCKS: usize = 32;
+/// Bytes of freed blocks kept with their pages, at most.
+pub(crate) const DIRTY_BYTES: usize = 8 << 20;
 
 /// First-level TLSF classes: blocks up to 32 << 28 bytes (8 GiB) each.
 const FIRST_LEVELS: usize = 28;
@@ -40,6 +51,21 @@ pub(crate) struct HostBackend {
     pool_bytes: usize,
     /// Usable bytes of live blocks.
     used_bytes: usize,
+    /// Freed blocks of `RETURN_BYTES` or more still holding their pages,
+    /// oldest first: allocated from TLSF, free for us.
+    dirty: [DirtyBlock; DIRTY_BLOCKS],
+    dirty_len: usize,
+    /// Usable bytes of the dirty blocks.
+    dirty_bytes: usize,
+}
+
+/// A freed block kept with its pages.
+#[derive(Clone, Copy)]
+struct DirtyBlock {
+    address: usize,
+    size: usize,
+    align: usize,
+    usable: usize,
 }
 
 // SAFETY: `Tlsf` holds pointers into the reservation only, which is never
@@ -55,7 +81,47 @@ pub(crate) struct ReserveFailed {
 impl HostBackend {
     /// A backend with no memory yet (`reserve` gives it its address space).
     pub(crate) const fn new() -> Self {
-        Self { tlsf: Pool::new(), start: 0, committed: 0, pool_bytes: 0, used_bytes: 0 }
+        Self {
+            tlsf: Pool::new(),
+            start: 0,
+            committed: 0,
+            pool_bytes: 0,
+            used_bytes: 0,
+            dirty: [DirtyBlock { address: 0, size: 0, align: 0, usable: 0 }; DIRTY_BLOCKS],
+            dirty_len: 0,
+            dirty_bytes: 0,
+        }
+    }
+
+    /// The newest dirty block freed with `layout`, taken out.
+    fn take_dirty(&mut self, layout: Layout) -> Option<DirtyBlock> {
+        let index = self.dirty[..self.dirty_len]
+            .iter()
+            .rposition(|block| block.size == layout.size() && block.align == layout.align())?;
+        let block = self.dirty[index];
+        self.dirty.copy_within(index + 1..self.dirty_len, index);
+        self.dirty_len -= 1;
+        self.dirty_bytes -= block.usable;
+        Some(block)
+    }
+
+    /// Gives the oldest dirty block's pages back to the OS and the block
+    /// to TLSF; `false` if there is none.
+    fn release_oldest_dirty(&mut self) -> bool {
+        if self.dirty_len == 0 {
+            return false;
+        }
+        let block = self.dirty[0];
+        self.dirty.copy_within(1..self.dirty_len, 0);
+        self.dirty_len -= 1;
+        self.dirty_bytes -= block.usable;
+        return_pages(block.address, block.usable);
+        let pointer = NonNull::new(ptr::with_exposed_provenance_mut::<u8>(block.address))
+            .expect("a dirty block is a TLSF block, not null");
+        // SAFETY: a block TLSF handed out for this alignment, freed by its
+        // user and kept here since, owned by nobody else.
+        unsafe { self.tlsf.deallocate(pointer, block.align) };
+        true
     }
 
     /// Reserves the heap's address space (once; later calls do nothing).
@@ -131,11 +197,28 @@ impl HostBackend {
 // from any global allocator (mmap, mprotect and madvise are system calls).
 unsafe impl Backend for HostBackend {
     fn allocate(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        if layout.size() >= RETURN_BYTES
+            && let Some(dirty) = self.take_dirty(layout)
+        {
+            self.used_bytes += dirty.usable;
+            return NonNull::new(ptr::with_exposed_provenance_mut(dirty.address));
+        }
         let block = match self.tlsf.allocate(layout) {
             Some(block) => block,
+            // The dirty blocks go back first: TLSF may merge them into room.
+            None if self.dirty_len > 0 => {
+                while self.release_oldest_dirty() {}
+                return self.allocate(layout);
+            }
             None => {
-                // Room for the block, its alignment and TLSF's headers.
-                let needed = layout.size().checked_add(layout.align())?.checked_add(PAGE_BYTES)?;
+                // Room for the block, its alignment and TLSF's headers, and
+                // for TLSF's good-fit search, which looks only in lists
+                // whose smallest block is at least the request rounded up
+                // to its list's granularity (1/32 of its power of two).
+                let slack = layout.size() / (SECOND_LEVELS / 2);
+                let needed = (layout.size().checked_add(slack)?)
+                    .checked_add(layout.align())?
+                    .checked_add(PAGE_BYTES)?;
                 if !self.grow(needed) {
                     return None;
                 }
@@ -151,6 +234,21 @@ unsafe impl Backend for HostBackend {
         // SAFETY: forwarded: a live block of this TLSF.
         let usable = unsafe { Pool::allocation_usable_size(block) };
         self.used_bytes -= usable;
+        if usable >= RETURN_BYTES && usable <= DIRTY_BYTES {
+            // Kept with its pages; the oldest ones go back to make room.
+            while self.dirty_len == DIRTY_BLOCKS || self.dirty_bytes + usable > DIRTY_BYTES {
+                self.release_oldest_dirty();
+            }
+            self.dirty[self.dirty_len] = DirtyBlock {
+                address: block.as_ptr().expose_provenance(),
+                size: layout.size(),
+                align: layout.align(),
+                usable,
+            };
+            self.dirty_len += 1;
+            self.dirty_bytes += usable;
+            return;
+        }
         if usable >= RETURN_BYTES {
             return_pages(block.addr().get(), usable);
         }
@@ -185,5 +283,83 @@ fn return_pages(start: usize, bytes: usize) {
         unsafe {
             libc::madvise(ptr::with_exposed_provenance_mut(first), end - first, libc::MADV_DONTNEED)
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// A byte of `block` at `offset`.
+    fn byte_at(block: NonNull<u8>, offset: usize) -> u8 {
+        // SAFETY: the tests read inside blocks of the backend's reservation,
+        // which stays mapped and readable once committed.
+        unsafe { block.as_ptr().add(offset).read_volatile() }
+    }
+
+    #[test]
+    fn a_freed_slab_comes_back_with_its_pages_until_newer_ones_push_it_out() {
+        let mut backend = HostBackend::new();
+        backend.reserve().unwrap();
+        let layout = Layout::from_size_align(64 << 10, 64 << 10).unwrap();
+        let first = backend.allocate(layout).unwrap();
+        // SAFETY: a fresh block of `layout.size()` bytes.
+        unsafe { first.as_ptr().write_bytes(0xa5, layout.size()) };
+        // SAFETY: allocated above with `layout`, freed once.
+        unsafe { backend.deallocate(first, layout) };
+        assert_eq!(backend.used_bytes(), 0);
+        let again = backend.allocate(layout).unwrap();
+        assert_eq!(again, first, "an allocation of the same layout gets the freed block");
+        assert_eq!(byte_at(again, 8192), 0xa5, "with its pages: no fault, no zeroing");
+
+        // Freed first, then DIRTY_BYTES of newer blocks: it goes back to the
+        // OS (its pages read as zero) and to TLSF.
+        let newer: Vec<_> =
+            (0..DIRTY_BYTES / layout.size()).map(|_| backend.allocate(layout).unwrap()).collect();
+        // SAFETY: as above.
+        unsafe { backend.deallocate(again, layout) };
+        for &block in &newer {
+            // SAFETY: allocated above with `layout`, freed once.
+            unsafe { backend.deallocate(block, layout) };
+        }
+        assert_eq!(byte_at(first, 8192), 0, "the oldest freed block's pages went back");
+        assert!(backend.dirty_bytes <= DIRTY_BYTES && backend.dirty_len <= DIRTY_BLOCKS);
+        assert_eq!(backend.used_bytes(), 0);
+        assert_eq!(backend.free_bytes(), backend.pool_bytes);
+    }
+
+    #[test]
+    fn dirty_blocks_go_back_to_tlsf_before_the_heap_grows() {
+        let mut backend = HostBackend::new();
+        backend.reserve().unwrap();
+        let small = Layout::from_size_align(32 << 10, 32 << 10).unwrap();
+        // 32 KiB blocks over most of the first 64 MiB chunk and into the
+        // next, all freed: the newest stay dirty, between free ranges.
+        let blocks: Vec<_> =
+            (0..GROW_BYTES / small.size()).map(|_| backend.allocate(small).unwrap()).collect();
+        for &block in &blocks {
+            // SAFETY: allocated above with `small`, freed once.
+            unsafe { backend.deallocate(block, small) };
+        }
+        assert_eq!(backend.dirty_len, DIRTY_BLOCKS);
+        // A block TLSF cannot place as things are (checked): the dirty
+        // blocks go back to TLSF before the heap grows for it.
+        let big = Layout::from_size_align(GROW_BYTES - (1 << 20), 4096).unwrap();
+        assert!(backend.tlsf.allocate(big).is_none(), "the test needs a request TLSF refuses");
+        let block = backend.allocate(big).expect("room after giving back and growing");
+        assert_eq!((backend.dirty_len, backend.dirty_bytes), (0, 0));
+        // SAFETY: allocated above with `big`, freed once.
+        unsafe { backend.deallocate(block, big) };
+    }
+
+    #[test]
+    fn a_block_just_below_the_growth_step_fits_a_fresh_heap() {
+        let mut backend = HostBackend::new();
+        backend.reserve().unwrap();
+        let big = Layout::from_size_align(GROW_BYTES - (1 << 20), 4096).unwrap();
+        let block = backend.allocate(big).expect("the heap grows by enough for TLSF's search");
+        // SAFETY: allocated above with `big`, freed once.
+        unsafe { backend.deallocate(block, big) };
     }
 }
