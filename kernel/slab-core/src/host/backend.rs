@@ -234,7 +234,7 @@ unsafe impl Backend for HostBackend {
         // SAFETY: forwarded: a live block of this TLSF.
         let usable = unsafe { Pool::allocation_usable_size(block) };
         self.used_bytes -= usable;
-        if usable >= RETURN_BYTES && usable <= DIRTY_BYTES {
+        if (RETURN_BYTES..=DIRTY_BYTES).contains(&usable) {
             // Kept with its pages; the oldest ones go back to make room.
             while self.dirty_len == DIRTY_BLOCKS || self.dirty_bytes + usable > DIRTY_BYTES {
                 self.release_oldest_dirty();
