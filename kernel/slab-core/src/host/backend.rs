@@ -6,12 +6,12 @@
 //! more (empty slabs, large objects) give their whole pages back to the OS
 //! (`MADV_DONTNEED`) before TLSF takes them back, but not at once: the most
 //! recently freed ones, up to [`DIRTY_BLOCKS`] blocks and [`DIRTY_BYTES`]
-//! bytes, keep their pages for an allocation of the same layout (a slab of
-//! the same class, a buffer of the same size), which then takes no page
-//! faults; the oldest goes back when a newer one needs the room. A program
-//! that allocates and frees thousands of objects in rounds (Hoard's
-//! `threadtest`) would otherwise give its slabs' pages back and fault them
-//! in again every round.
+//! bytes, keep their pages for an allocation that fits them (a slab of the
+//! same class, a buffer of the same alignment and at least half the size),
+//! which then takes no page faults; the oldest goes back when a newer one
+//! needs the room. A program that allocates and frees thousands of objects
+//! in rounds (Hoard's `threadtest`, Leijen's `mstress`) would otherwise give
+//! its slabs' pages back and fault them in again every round.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
@@ -30,9 +30,9 @@ const GROW_BYTES: usize = 64 << 20;
 pub(crate) const RETURN_BYTES: usize = 16 << 10;
 const PAGE_BYTES: usize = 4096;
 /// Freed blocks kept with their pages, at most.
-pub(crate) const DIRTY_BLOCKS: usize = 32;
+pub(crate) const DIRTY_BLOCKS: usize = 1024;
 /// Bytes of freed blocks kept with their pages, at most.
-pub(crate) const DIRTY_BYTES: usize = 8 << 20;
+pub(crate) const DIRTY_BYTES: usize = 32 << 20;
 
 /// First-level TLSF classes: blocks up to 32 << 28 bytes (8 GiB) each.
 const FIRST_LEVELS: usize = 28;
@@ -51,19 +51,90 @@ pub(crate) struct HostBackend {
     pool_bytes: usize,
     /// Usable bytes of live blocks.
     used_bytes: usize,
-    /// Freed blocks of `RETURN_BYTES` or more still holding their pages,
-    /// oldest first: allocated from TLSF, free for us.
-    dirty: [DirtyBlock; DIRTY_BLOCKS],
-    dirty_len: usize,
-    /// Usable bytes of the dirty blocks.
-    dirty_bytes: usize,
+    /// Freed blocks of `RETURN_BYTES` or more still holding their pages:
+    /// allocated from TLSF, free for us.
+    dirty: DirtyBlocks,
+}
+
+/// Freed blocks kept with their pages, oldest first: a ring of entries in
+/// which a block taken out for reuse leaves a hole (`usable` 0) until the
+/// ends pass it, so that taking and evicting move no other entry.
+struct DirtyBlocks {
+    ring: [DirtyBlock; DIRTY_BLOCKS],
+    /// The ring index of the oldest entry.
+    oldest: usize,
+    /// Entries from `oldest` on, holes included.
+    len: usize,
+    /// Entries that are blocks.
+    blocks: usize,
+    /// Their usable bytes.
+    bytes: usize,
+}
+
+impl DirtyBlocks {
+    const fn new() -> Self {
+        Self {
+            ring: [DirtyBlock { address: 0, align: 0, usable: 0 }; DIRTY_BLOCKS],
+            oldest: 0,
+            len: 0,
+            blocks: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The ring index of the `i`th entry from the oldest.
+    fn index(&self, i: usize) -> usize {
+        (self.oldest + i) % DIRTY_BLOCKS
+    }
+
+    /// Adds the newest block; the ring must have room.
+    fn push(&mut self, block: DirtyBlock) {
+        debug_assert!(self.len < DIRTY_BLOCKS && block.usable != 0);
+        let index = self.index(self.len);
+        self.ring[index] = block;
+        self.len += 1;
+        self.blocks += 1;
+        self.bytes += block.usable;
+    }
+
+    /// The newest block for which `fits` holds, taken out.
+    fn take_newest(&mut self, fits: impl Fn(&DirtyBlock) -> bool) -> Option<DirtyBlock> {
+        let i = (0..self.len).rev().find(|&i| {
+            let block = &self.ring[self.index(i)];
+            block.usable != 0 && fits(block)
+        })?;
+        let index = self.index(i);
+        let block = self.ring[index];
+        self.ring[index].usable = 0;
+        self.blocks -= 1;
+        self.bytes -= block.usable;
+        // Holes at the newest end go at once (the oldest end skips its own).
+        while self.len > 0 && self.ring[self.index(self.len - 1)].usable == 0 {
+            self.len -= 1;
+        }
+        Some(block)
+    }
+
+    /// The oldest block, taken out.
+    fn take_oldest(&mut self) -> Option<DirtyBlock> {
+        while self.len > 0 {
+            let block = self.ring[self.oldest];
+            self.oldest = (self.oldest + 1) % DIRTY_BLOCKS;
+            self.len -= 1;
+            if block.usable != 0 {
+                self.blocks -= 1;
+                self.bytes -= block.usable;
+                return Some(block);
+            }
+        }
+        None
+    }
 }
 
 /// A freed block kept with its pages.
 #[derive(Clone, Copy)]
 struct DirtyBlock {
     address: usize,
-    size: usize,
     align: usize,
     usable: usize,
 }
@@ -87,34 +158,28 @@ impl HostBackend {
             committed: 0,
             pool_bytes: 0,
             used_bytes: 0,
-            dirty: [DirtyBlock { address: 0, size: 0, align: 0, usable: 0 }; DIRTY_BLOCKS],
-            dirty_len: 0,
-            dirty_bytes: 0,
+            dirty: DirtyBlocks::new(),
         }
     }
 
-    /// The newest dirty block freed with `layout`, taken out.
+    /// The newest dirty block that fits `layout` without wasting more than
+    /// it: freed with the same alignment (TLSF finds a block's header from
+    /// it), at least `layout.size()` usable bytes and at most twice that;
+    /// taken out.
     fn take_dirty(&mut self, layout: Layout) -> Option<DirtyBlock> {
-        let index = self.dirty[..self.dirty_len]
-            .iter()
-            .rposition(|block| block.size == layout.size() && block.align == layout.align())?;
-        let block = self.dirty[index];
-        self.dirty.copy_within(index + 1..self.dirty_len, index);
-        self.dirty_len -= 1;
-        self.dirty_bytes -= block.usable;
-        Some(block)
+        let fits = |block: &DirtyBlock| {
+            block.align == layout.align()
+                && (layout.size()..=layout.size().saturating_mul(2)).contains(&block.usable)
+        };
+        self.dirty.take_newest(fits)
     }
 
     /// Gives the oldest dirty block's pages back to the OS and the block
     /// to TLSF; `false` if there is none.
     fn release_oldest_dirty(&mut self) -> bool {
-        if self.dirty_len == 0 {
+        let Some(block) = self.dirty.take_oldest() else {
             return false;
-        }
-        let block = self.dirty[0];
-        self.dirty.copy_within(1..self.dirty_len, 0);
-        self.dirty_len -= 1;
-        self.dirty_bytes -= block.usable;
+        };
         return_pages(block.address, block.usable);
         let pointer = NonNull::new(ptr::with_exposed_provenance_mut::<u8>(block.address))
             .expect("a dirty block is a TLSF block, not null");
@@ -206,7 +271,7 @@ unsafe impl Backend for HostBackend {
         let block = match self.tlsf.allocate(layout) {
             Some(block) => block,
             // The dirty blocks go back first: TLSF may merge them into room.
-            None if self.dirty_len > 0 => {
+            None if self.dirty.blocks > 0 => {
                 while self.release_oldest_dirty() {}
                 return self.allocate(layout);
             }
@@ -236,17 +301,14 @@ unsafe impl Backend for HostBackend {
         self.used_bytes -= usable;
         if (RETURN_BYTES..=DIRTY_BYTES).contains(&usable) {
             // Kept with its pages; the oldest ones go back to make room.
-            while self.dirty_len == DIRTY_BLOCKS || self.dirty_bytes + usable > DIRTY_BYTES {
+            while self.dirty.len == DIRTY_BLOCKS || self.dirty.bytes + usable > DIRTY_BYTES {
                 self.release_oldest_dirty();
             }
-            self.dirty[self.dirty_len] = DirtyBlock {
+            self.dirty.push(DirtyBlock {
                 address: block.as_ptr().expose_provenance(),
-                size: layout.size(),
                 align: layout.align(),
                 usable,
-            };
-            self.dirty_len += 1;
-            self.dirty_bytes += usable;
+            });
             return;
         }
         if usable >= RETURN_BYTES {
@@ -324,7 +386,7 @@ mod tests {
             unsafe { backend.deallocate(block, layout) };
         }
         assert_eq!(byte_at(first, 8192), 0, "the oldest freed block's pages went back");
-        assert!(backend.dirty_bytes <= DIRTY_BYTES && backend.dirty_len <= DIRTY_BLOCKS);
+        assert!(backend.dirty.bytes <= DIRTY_BYTES && backend.dirty.blocks <= DIRTY_BLOCKS);
         assert_eq!(backend.used_bytes(), 0);
         assert_eq!(backend.free_bytes(), backend.pool_bytes);
     }
@@ -342,13 +404,13 @@ mod tests {
             // SAFETY: allocated above with `small`, freed once.
             unsafe { backend.deallocate(block, small) };
         }
-        assert_eq!(backend.dirty_len, DIRTY_BLOCKS);
+        assert!(backend.dirty.blocks > 0);
         // A block TLSF cannot place as things are (checked): the dirty
         // blocks go back to TLSF before the heap grows for it.
         let big = Layout::from_size_align(GROW_BYTES - (1 << 20), 4096).unwrap();
         assert!(backend.tlsf.allocate(big).is_none(), "the test needs a request TLSF refuses");
         let block = backend.allocate(big).expect("room after giving back and growing");
-        assert_eq!((backend.dirty_len, backend.dirty_bytes), (0, 0));
+        assert_eq!((backend.dirty.blocks, backend.dirty.bytes), (0, 0));
         // SAFETY: allocated above with `big`, freed once.
         unsafe { backend.deallocate(block, big) };
     }
@@ -361,5 +423,36 @@ mod tests {
         let block = backend.allocate(big).expect("the heap grows by enough for TLSF's search");
         // SAFETY: allocated above with `big`, freed once.
         unsafe { backend.deallocate(block, big) };
+    }
+
+    #[test]
+    fn a_freed_buffer_serves_a_request_of_the_same_alignment_and_at_least_half_its_size() {
+        let mut backend = HostBackend::new();
+        backend.reserve().unwrap();
+        let freed = Layout::from_size_align(40_000, 8).unwrap();
+        let block = backend.allocate(freed).unwrap();
+        // SAFETY: allocated above with `freed`, freed once.
+        unsafe { backend.deallocate(block, freed) };
+        // Too large, too small (more than half would be wasted), another
+        // alignment: kept, so that they do not become dirty blocks too.
+        let others: Vec<_> = [(50_000, 8), (19_000, 8), (30_000, 16)]
+            .into_iter()
+            .map(|(size, align)| {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                let other = backend.allocate(layout).unwrap();
+                assert_ne!(other, block, "{size} bytes aligned {align}");
+                (other, layout)
+            })
+            .collect();
+        let smaller = Layout::from_size_align(30_000, 8).unwrap();
+        let again = backend.allocate(smaller).unwrap();
+        assert_eq!(again, block, "30,000 bytes aligned 8 get the 40,000-byte block");
+        // SAFETY: allocated above with `smaller`, freed once.
+        unsafe { backend.deallocate(again, smaller) };
+        for (other, layout) in others {
+            // SAFETY: allocated above with `layout`, freed once.
+            unsafe { backend.deallocate(other, layout) };
+        }
+        assert_eq!(backend.used_bytes(), 0);
     }
 }
