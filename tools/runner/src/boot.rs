@@ -434,8 +434,11 @@ exec sleep 30",
         let dir = tempfile::tempdir().unwrap();
         let qemu = fake_qemu(
             dir.path(),
-            r"printf '\033[31mPANIC\033[37;1m\033[0m: limine: KERNEL_PATH not specified\r\nStacktrace:\r\n'
-printf 'End of trace. Press a key to return to menu.'; exec sleep 30",
+            // One write, so that all of it is in the pipe before the
+            // runner stops the fake on the panic line (two `printf`s raced
+            // with that stop on a loaded machine).
+            r"printf '\033[31mPANIC\033[37;1m\033[0m: limine: KERNEL_PATH not specified\r\nStacktrace:\r\nEnd of trace. Press a key to return to menu.'
+exec sleep 30",
         );
         // A long timeout: only the watch (not the timeout, not the fake's
         // own exit after 30 s) gives `LoaderFailed`.
