@@ -781,7 +781,9 @@ mod tests {
     /// class (batches keep a tag in the low bits of their addresses).
     #[derive(Clone, Copy)]
     #[repr(align(16))]
-    struct FakeObject([u64; 2]);
+    struct FakeObject {
+        _words: [u64; 2],
+    }
 
     /// A refill under the lock as `SlabHeap::alloc_cached` does it: a
     /// transfer's worth of fake objects from `pool`, one magazine loaded,
@@ -816,7 +818,7 @@ mod tests {
             let bound = (2 + class.depot_magazines()) * capacity;
             let spacing = if class.depot_magazines() == 0 { capacity } else { 2 * capacity };
             // A pool of fake 16-byte objects standing in for slabs.
-            let mut storage = std::vec![FakeObject([0; 2]); 2048];
+            let mut storage = std::vec![FakeObject { _words: [0; 2] }; 2048];
             let mut pool: Vec<NonNull<u8>> =
                 storage.iter_mut().map(|slot| NonNull::from(slot).cast()).collect();
             let mut live: Vec<NonNull<u8>> = Vec::new();
@@ -895,7 +897,7 @@ mod tests {
     fn the_bucket_sends_a_full_batch_or_one_pushed_out_by_another_owner() {
         let class = SizeClass::ALL[3];
         let capacity = class.magazine_capacity();
-        let mut storage = std::vec![FakeObject([0; 2]); capacity + 3];
+        let mut storage = std::vec![FakeObject { _words: [0; 2] }; capacity + 3];
         let mut objects = storage.iter_mut().map(|slot| NonNull::from(slot).cast::<u8>());
         let class_slot = ClassSlot::new(0);
         let depot = DepotSlot::new();
@@ -937,7 +939,7 @@ mod tests {
             (class.size(), class.transfer_magazines(), class.magazine_capacity()),
             (64, 4, 32)
         );
-        let mut storage = std::vec![FakeObject([0; 2]); 1280];
+        let mut storage = std::vec![FakeObject { _words: [0; 2] }; 1280];
         let mut pool: Vec<NonNull<u8>> =
             storage.iter_mut().map(|slot| NonNull::from(slot).cast()).collect();
         let (slot, depot) = (ClassSlot::new(0), DepotSlot::new());
