@@ -65,9 +65,7 @@ struct DirtyBlocks {
     oldest: usize,
     /// Entries from `oldest` on, holes included.
     len: usize,
-    /// Entries that are blocks.
-    blocks: usize,
-    /// Their usable bytes.
+    /// Usable bytes of the entries that are blocks (0: there is none).
     bytes: usize,
 }
 
@@ -77,7 +75,6 @@ impl DirtyBlocks {
             ring: [DirtyBlock { address: 0, align: 0, usable: 0 }; DIRTY_BLOCKS],
             oldest: 0,
             len: 0,
-            blocks: 0,
             bytes: 0,
         }
     }
@@ -93,7 +90,6 @@ impl DirtyBlocks {
         let index = self.index(self.len);
         self.ring[index] = block;
         self.len += 1;
-        self.blocks += 1;
         self.bytes += block.usable;
     }
 
@@ -106,7 +102,6 @@ impl DirtyBlocks {
         let index = self.index(i);
         let block = self.ring[index];
         self.ring[index].usable = 0;
-        self.blocks -= 1;
         self.bytes -= block.usable;
         // Holes at the newest end go at once (the oldest end skips its own).
         while self.len > 0 && self.ring[self.index(self.len - 1)].usable == 0 {
@@ -122,7 +117,6 @@ impl DirtyBlocks {
             self.oldest = (self.oldest + 1) % DIRTY_BLOCKS;
             self.len -= 1;
             if block.usable != 0 {
-                self.blocks -= 1;
                 self.bytes -= block.usable;
                 return Some(block);
             }
@@ -180,13 +174,26 @@ impl HostBackend {
         let Some(block) = self.dirty.take_oldest() else {
             return false;
         };
-        return_pages(block.address, block.usable);
         let pointer = NonNull::new(ptr::with_exposed_provenance_mut::<u8>(block.address))
             .expect("a dirty block is a TLSF block, not null");
         // SAFETY: a block TLSF handed out for this alignment, freed by its
         // user and kept here since, owned by nobody else.
-        unsafe { self.tlsf.deallocate(pointer, block.align) };
+        unsafe { self.give_back(pointer, block.align, block.usable) };
         true
+    }
+
+    /// Gives a freed block back to TLSF, and its whole pages to the OS
+    /// first if it is of `RETURN_BYTES` or more.
+    ///
+    /// # Safety
+    /// `block` is a block TLSF handed out for alignment `align`, with
+    /// `usable` usable bytes, freed by its user and owned by nobody else.
+    unsafe fn give_back(&mut self, block: NonNull<u8>, align: usize, usable: usize) {
+        if usable >= RETURN_BYTES {
+            return_pages(block.addr().get(), usable);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.tlsf.deallocate(block, align) };
     }
 
     /// Reserves the heap's address space (once; later calls do nothing).
@@ -271,7 +278,7 @@ unsafe impl Backend for HostBackend {
         let block = match self.tlsf.allocate(layout) {
             Some(block) => block,
             // The dirty blocks go back first: TLSF may merge them into room.
-            None if self.dirty.blocks > 0 => {
+            None if self.dirty.bytes > 0 => {
                 while self.release_oldest_dirty() {}
                 return self.allocate(layout);
             }
@@ -311,12 +318,9 @@ unsafe impl Backend for HostBackend {
             });
             return;
         }
-        if usable >= RETURN_BYTES {
-            return_pages(block.addr().get(), usable);
-        }
         // SAFETY: forwarded from the caller: from `allocate` with `layout`,
         // freed once.
-        unsafe { self.tlsf.deallocate(block, layout.align()) };
+        unsafe { self.give_back(block, layout.align(), usable) };
     }
 
     fn used_bytes(&self) -> usize {
@@ -387,7 +391,7 @@ mod tests {
             unsafe { backend.deallocate(block, layout) };
         }
         assert_eq!(byte_at(first, 8192), 0, "the oldest freed block's pages went back");
-        assert!(backend.dirty.bytes <= DIRTY_BYTES && backend.dirty.blocks <= DIRTY_BLOCKS);
+        assert!(backend.dirty.bytes <= DIRTY_BYTES && backend.dirty.len <= DIRTY_BLOCKS);
         assert_eq!(backend.used_bytes(), 0);
         assert_eq!(backend.free_bytes(), backend.pool_bytes);
     }
@@ -405,13 +409,13 @@ mod tests {
             // SAFETY: allocated above with `small`, freed once.
             unsafe { backend.deallocate(block, small) };
         }
-        assert!(backend.dirty.blocks > 0);
+        assert!(backend.dirty.bytes > 0);
         // A block TLSF cannot place as things are (checked): the dirty
         // blocks go back to TLSF before the heap grows for it.
         let big = Layout::from_size_align(GROW_BYTES - (1 << 20), 4096).unwrap();
         assert!(backend.tlsf.allocate(big).is_none(), "the test needs a request TLSF refuses");
         let block = backend.allocate(big).expect("room after giving back and growing");
-        assert_eq!((backend.dirty.blocks, backend.dirty.bytes), (0, 0));
+        assert_eq!((backend.dirty.len, backend.dirty.bytes), (0, 0));
         // SAFETY: allocated above with `big`, freed once.
         unsafe { backend.deallocate(block, big) };
     }
