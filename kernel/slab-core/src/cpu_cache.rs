@@ -125,13 +125,15 @@ pub(crate) enum FreeOutcome {
 struct Bucket {
     head: Option<NonNull<u8>>,
     len: u32,
-    /// The CPU whose objects these are (any value while empty).
+    /// The CPU whose objects these are, `MAX_CPUS` before the first; kept
+    /// when the bucket empties, so the next free of that CPU's objects
+    /// takes the same path (one compare) as the rest.
     owner: u32,
 }
 
 impl Bucket {
     const fn new() -> Self {
-        Self { head: None, len: 0, owner: 0 }
+        Self { head: None, len: 0, owner: MAX_CPUS as u32 }
     }
 
     /// Takes the objects out as a magazine, leaving the bucket empty.
@@ -141,18 +143,16 @@ impl Bucket {
         unsafe { Magazine::from_parts(self.head.take(), len) }
     }
 
-    /// Adds a free object of `owner`'s (the bucket holds only `owner`'s).
+    /// Adds a free object of the bucket's owner.
     ///
     /// # Safety
-    /// As `Magazine::push`.
-    unsafe fn push(&mut self, object: NonNull<u8>, owner: usize) {
-        debug_assert!(self.len == 0 || self.owner as usize == owner);
+    /// As `Magazine::push`, for an object of the bucket's owner.
+    #[inline(always)]
+    unsafe fn push(&mut self, object: NonNull<u8>) {
         // SAFETY: forwarded from the caller.
         unsafe { object.cast::<Option<NonNull<u8>>>().write(self.head) };
         self.head = Some(object);
         self.len += 1;
-        // Cannot truncate: CPU indices are below `MAX_CPUS`.
-        self.owner = owner as u32;
     }
 }
 
@@ -180,8 +180,7 @@ pub(crate) struct ClassSlot {
     ops_and_len: Counter,
     spares: UnsafeCell<Spares>,
     /// What the slow paths added to the loaded length outside a counted
-    /// allocation or free, less the frees into the bucket (which count
-    /// without changing it), wrapping: written by the slot's user only.
+    /// allocation or free, wrapping: written by the slot's user only.
     len_adjust: Counter,
 }
 
@@ -415,12 +414,12 @@ impl ClassCache<'_> {
     }
 
     /// Puts a freed object owned by CPU `owner` (not this one) into the
-    /// bucket, counted; a bucket holding another owner's objects, or full
-    /// now, is handed back to be sent.
+    /// bucket, not counted (the caller counts it as a bucket free); a
+    /// bucket holding another owner's objects, or full now, is handed back
+    /// to be sent.
     ///
     /// # Safety
     /// As [`Self::free_local`], for an object of CPU `owner`'s slab.
-    #[inline]
     pub(crate) unsafe fn free_remote(
         &mut self,
         class: SizeClass,
@@ -429,18 +428,20 @@ impl ClassCache<'_> {
     ) -> FreeOutcome {
         let bucket = &mut self.spares().bucket;
         let mut outcome = FreeOutcome::Cached;
-        if bucket.len != 0 && bucket.owner as usize != owner {
-            outcome = FreeOutcome::Send { owner: bucket.owner as usize, batch: bucket.take() };
+        if bucket.owner as usize != owner {
+            if bucket.len != 0 {
+                outcome = FreeOutcome::Send { owner: bucket.owner as usize, batch: bucket.take() };
+            }
+            // Cannot truncate: CPU indices are below `MAX_CPUS`.
+            bucket.owner = owner as u32;
         }
-        // SAFETY: forwarded from the caller.
-        unsafe { bucket.push(object, owner) };
+        // SAFETY: forwarded from the caller; the bucket holds that CPU's.
+        unsafe { bucket.push(object) };
         if bucket.len as usize == class.magazine_capacity() {
             // Not both: a bucket just emptied holds one object now.
+            const _: () = assert!(crate::size_class::MIN_BATCH > 1);
             outcome = FreeOutcome::Send { owner, batch: bucket.take() };
         }
-        // A free through the cache that leaves the loaded length alone.
-        self.slot.ops_and_len.add(ONE_OP);
-        self.slot.len_adjust.add(1u64.wrapping_neg());
         outcome
     }
 
@@ -596,7 +597,8 @@ impl CpuSlot {
             self.classes.iter().zip(&self.counters.classes).enumerate()
         {
             let class = SizeClass::ALL[i];
-            let (cache_allocs, cache_frees) = class_slot.cache_ops();
+            let (cache_allocs, own_frees) = class_slot.cache_ops();
+            let cache_frees = own_frees + counters.bucket_frees.get();
             let refills = counters.refills.get();
             let flushes = counters.flushes.get();
             // Objects in = refilled + freed into the cache; out = allocated
@@ -611,7 +613,7 @@ impl CpuSlot {
                 cache_hits: (cache_allocs + cache_frees).saturating_sub(refills + flushes),
                 refills,
                 flushes,
-                cross_cpu_frees: counters.cross_cpu_frees.get(),
+                cross_cpu_frees: counters.bucket_frees.get() + counters.uncached_cross_frees.get(),
                 uncached_ops: counters.uncached_allocs.get() + counters.uncached_frees.get(),
                 cached_bytes: cached * class.size() as u64,
             };
@@ -725,6 +727,35 @@ impl<'h, P: Platform> Claim<'h, P> {
         // this CPU's of `class` (caller; its owner's word is ours).
         unsafe { class_slot.push_loaded(object) };
         FastFree::Done
+    }
+
+    /// A remote free's common case, inlined with the fast path: after
+    /// [`Self::push_loaded_if_own`] said the object is another CPU's,
+    /// pushes it onto the bucket if the bucket holds that CPU's objects and
+    /// stays short of full, counted. Returns whether it did; if not, it
+    /// changed nothing and the free goes on through
+    /// [`ClassCache::free_remote`].
+    ///
+    /// # Safety
+    /// `push_loaded_if_own` returned `Remote` for `object` and `class` on
+    /// this claim (which holds the CPU's own slot, then).
+    #[inline(always)]
+    pub(crate) unsafe fn push_bucket_if_room(&self, class: SizeClass, object: NonNull<u8>) -> bool {
+        // SAFETY: the claim holds its own slot (caller), so it is the slot's
+        // one user and nothing else refers to the spares now.
+        let bucket = unsafe { &mut (*self.slot.classes[class.index()].spares.get()).bucket };
+        // The owner's index, not the word the fast path compared: a load
+        // of its own, so the fast path keeps comparing with memory.
+        // SAFETY: a live object of `class` (caller), so its slab is live.
+        let owner = unsafe { SlabRef::containing(object, class) }.owner();
+        if bucket.owner != u32::from(owner) || bucket.len as usize + 1 >= class.magazine_capacity()
+        {
+            return false;
+        }
+        // SAFETY: a live object of the bucket's owner, handed back (caller).
+        unsafe { bucket.push(object) };
+        self.slot.counters.classes[class.index()].bucket_frees.add(1);
+        true
     }
 
     /// The slot's one user, unless the claim holds the spare.
@@ -915,7 +946,7 @@ mod tests {
         }
         // SAFETY: as above.
         let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 2) };
-        assert!(matches!(outcome, FreeOutcome::Cached));
+        assert!(matches!(outcome, FreeOutcome::Cached), "an emptied bucket sends nothing");
         // SAFETY: as above.
         let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 1) };
         match outcome {
@@ -923,7 +954,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(cache.cached_objects(), 1);
-        assert_eq!(class_slot.cache_ops(), (0, capacity as u64 + 2), "bucket frees are frees");
+        assert_eq!(
+            class_slot.cache_ops(),
+            (0, 0),
+            "bucket frees stay out of the fast path's word (the caller counts them)"
+        );
         let ([loaded, previous, bucket], [received, ..]) = cache.take_all();
         assert_eq!((loaded.len(), previous.len(), bucket.len(), received.objects()), (0, 0, 1, 0));
         assert_eq!(cache.cached_objects(), 0);

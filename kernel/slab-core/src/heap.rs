@@ -235,15 +235,41 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     }
 
     /// A free of another CPU's object, off the fast path but not cold (the
-    /// `xfer` pattern makes every free one): into the bucket, and a batch
-    /// to its owner's inbox now and then. Always frees the object (`true`).
+    /// `xfer` pattern makes every free one): into the bucket, in a leaf
+    /// call that saves no register but the frame pointer (docs/allocator.md,
+    /// "Remote frees"); a free that fills the bucket, or of another owner's
+    /// object, goes on out of line. Always frees the object (`true`).
     ///
     /// # Safety
     /// `word` is a claim on this CPU's own slot handed on with
-    /// `Claim::into_word`; `object` is a live object of `class` of another
-    /// CPU, handed back now.
+    /// `Claim::into_word` after `Claim::push_loaded_if_own` returned
+    /// `Remote` for `object` and `class`; `object` is a live object of
+    /// `class` of another CPU, handed back now.
     #[inline(never)]
     unsafe fn free_remote(&self, word: usize, class: SizeClass, object: NonNull<u8>) -> bool {
+        // SAFETY: forwarded from the caller.
+        let claim = unsafe { Claim::resume(&self.cpus, &self.platform, &self.words, word) };
+        // SAFETY: `Remote` for this object and class on this claim (caller).
+        if unsafe { claim.push_bucket_if_room(class, object) } {
+            return true;
+        }
+        // SAFETY: as above.
+        unsafe { self.free_remote_filling(claim.into_word(), class, object) }
+    }
+
+    /// A free of another CPU's object that fills the bucket, or that is of
+    /// another owner than the bucket's: [`Self::free_remote`]'s rare case
+    /// (one in 32 frees of 64-byte objects in `xfer`).
+    ///
+    /// # Safety
+    /// As [`Self::free_remote`].
+    #[inline(never)]
+    unsafe fn free_remote_filling(
+        &self,
+        word: usize,
+        class: SizeClass,
+        object: NonNull<u8>,
+    ) -> bool {
         // SAFETY: forwarded from the caller.
         let claim = unsafe { Claim::resume(&self.cpus, &self.platform, &self.words, word) };
         let Some(mut user) = claim.into_user() else {
@@ -623,7 +649,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         owner: usize,
     ) {
         let counters = &user.counters().classes[class.index()];
-        counters.cross_cpu_frees.add(1);
+        counters.bucket_frees.add(1);
         // SAFETY: forwarded from the caller.
         let FreeOutcome::Send { owner, batch } =
             (unsafe { user.cache(class).free_remote(class, object, owner) })
@@ -766,7 +792,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                 let counters = &masked.counters.classes[class.index()];
                 counters.uncached_frees.add(1);
                 if owner != masked.cpu {
-                    counters.cross_cpu_frees.add(1);
+                    counters.uncached_cross_frees.add(1);
                 }
             }
             Ok(None) => self.count_backend_op(&masked, layout, Op::Free),

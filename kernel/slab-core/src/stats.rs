@@ -78,9 +78,12 @@ pub(crate) struct ClassCounters {
     /// Frees that flushed a magazine under the lock, or a batch that found
     /// its owner's inbox full (slot user).
     pub(crate) flushes: Counter,
-    /// Frees of another CPU's objects (slot user; masked when checking,
-    /// which closes the slots).
-    pub(crate) cross_cpu_frees: Counter,
+    /// Frees of another CPU's objects into this CPU's bucket: cache hits
+    /// the fast path's word does not count (slot user).
+    pub(crate) bucket_frees: Counter,
+    /// Frees of another CPU's objects straight to its slab: heap checking,
+    /// which closes the caches (masked).
+    pub(crate) uncached_cross_frees: Counter,
     /// Objects refills brought into the cache, from the slabs or from an
     /// inbox (slot user).
     pub(crate) refilled_objects: Counter,
@@ -100,7 +103,8 @@ impl ClassCounters {
         Self {
             refills: Counter::new(),
             flushes: Counter::new(),
-            cross_cpu_frees: Counter::new(),
+            bucket_frees: Counter::new(),
+            uncached_cross_frees: Counter::new(),
             refilled_objects: Counter::new(),
             flushed_objects: Counter::new(),
             uncached_allocs: Counter::new(),
