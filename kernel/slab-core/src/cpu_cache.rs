@@ -463,13 +463,40 @@ impl ClassCache<'_> {
         }
     }
 
+    /// Takes in a refill from the slabs (at most a transfer's worth, the
+    /// loaded magazine and the depot empty): the first non-empty magazine
+    /// loaded, the others into the depot. Returns the objects taken in.
+    ///
+    /// # Safety
+    /// `magazines` hold free objects of `class` owned by this CPU's slabs,
+    /// handed over to the cache.
+    pub(crate) unsafe fn load_refill(
+        &mut self,
+        class: SizeClass,
+        magazines: impl IntoIterator<Item = Magazine>,
+    ) -> usize {
+        let mut objects = 0;
+        let mut magazines = magazines.into_iter().filter(|magazine| !magazine.is_empty());
+        if let Some(first) = magazines.next() {
+            objects += first.len();
+            self.load(first);
+        }
+        for magazine in magazines {
+            objects += magazine.len();
+            // SAFETY: forwarded from the caller; the rest of a transfer fits
+            // the empty depot.
+            unsafe { self.stock_depot(class, magazine) };
+        }
+        objects
+    }
+
     /// Puts a magazine of this CPU's objects from a refill under the lock
     /// into the depot, which must have room for it.
     ///
     /// # Safety
     /// `magazine` holds free objects of `class` owned by this CPU's slabs,
     /// handed over to the cache.
-    pub(crate) unsafe fn stock_depot(&mut self, class: SizeClass, magazine: Magazine) {
+    unsafe fn stock_depot(&mut self, class: SizeClass, magazine: Magazine) {
         let depot = &mut self.depot().full;
         debug_assert!(
             depot.objects() + magazine.len() <= class.depot_magazines() * class.magazine_capacity()
@@ -821,19 +848,17 @@ mod tests {
     /// the rest into the depot.
     fn refill(cache: &mut ClassCache<'_>, class: SizeClass, pool: &mut Vec<NonNull<u8>>) {
         let capacity = class.magazine_capacity();
-        for i in 0..class.transfer_magazines() {
+        let magazines = (0..class.transfer_magazines()).map(|_| {
             let mut magazine = Magazine::new();
             while magazine.len() < capacity {
                 // SAFETY: fresh fake objects, owned here.
                 unsafe { magazine.push(pool.pop().unwrap()) };
             }
-            if i == 0 {
-                cache.load(magazine);
-            } else {
-                // SAFETY: as above.
-                unsafe { cache.stock_depot(class, magazine) };
-            }
-        }
+            magazine
+        });
+        // SAFETY: as above.
+        let objects = unsafe { cache.load_refill(class, magazines) };
+        assert_eq!(objects, class.transfer_magazines() * capacity);
     }
 
     /// Drives one class's cache with fake objects and checks Bonwick's

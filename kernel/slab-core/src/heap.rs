@@ -543,19 +543,15 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
             }
         }
         drop(central);
-        let [first, rest @ ..] = magazines;
-        if first.is_empty() {
+        if magazines[0].is_empty() {
             return None;
         }
         counters.refills.add(1);
-        counters.refilled_objects.add(first.len() as u64);
-        cache.load(first);
-        for magazine in rest.into_iter().filter(|magazine| !magazine.is_empty()) {
-            counters.refilled_objects.add(magazine.len() as u64);
-            // SAFETY: free objects of `class` just taken from this CPU's
-            // slabs, at most the depot's worth in all (the depot was empty).
-            unsafe { cache.stock_depot(class, magazine) };
-        }
+        // SAFETY: free objects of `class` just taken from this CPU's slabs,
+        // a transfer's worth at most; the loaded magazine and the depot are
+        // empty (nothing to pop or load above).
+        let objects = unsafe { cache.load_refill(class, magazines) };
+        counters.refilled_objects.add(objects as u64);
         cache.pop(class)
     }
 
