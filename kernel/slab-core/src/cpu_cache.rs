@@ -259,8 +259,10 @@ impl ClassSlot {
         self.ops_and_len.add(FREE_STEP);
     }
 
-    /// Allocations and frees through the cache so far (exact while the slot
-    /// is unused; read while its CPU runs, approximately consistent).
+    /// Allocations and frees through the loaded magazine so far, frees into
+    /// the bucket not included (`bucket_frees` counts those; exact while
+    /// the slot is unused; read while its CPU runs, approximately
+    /// consistent).
     fn cache_ops(&self) -> (u64, u64) {
         let word = self.ops_and_len.get();
         let ops = i128::from(word >> LEN_BITS);
@@ -756,8 +758,9 @@ impl<'h, P: Platform> Claim<'h, P> {
         FastFree::Done
     }
 
-    /// A remote free's common case, inlined with the fast path: after
-    /// [`Self::push_loaded_if_own`] said the object is another CPU's,
+    /// A remote free's common case, the body of `SlabHeap::free_remote`'s
+    /// leaf call: after [`Self::push_loaded_if_own`] said the object is
+    /// another CPU's,
     /// pushes it onto the bucket if the bucket holds that CPU's objects and
     /// stays short of full, counted. Returns whether it did; if not, it
     /// changed nothing and the free goes on through
@@ -771,8 +774,7 @@ impl<'h, P: Platform> Claim<'h, P> {
         // SAFETY: the claim holds its own slot (caller), so it is the slot's
         // one user and nothing else refers to the spares now.
         let bucket = unsafe { &mut (*self.slot.classes[class.index()].spares.get()).bucket };
-        // The owner's index, not the word the fast path compared: a load
-        // of its own, so the fast path keeps comparing with memory.
+        // The owner's index, as the bucket keeps it.
         // SAFETY: a live object of `class` (caller), so its slab is live.
         let owner = unsafe { SlabRef::containing(object, class) }.owner();
         if bucket.owner != u32::from(owner) || bucket.len as usize + 1 >= class.magazine_capacity()
