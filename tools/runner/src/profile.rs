@@ -12,6 +12,7 @@ use crate::{
     bench::{
         args::ProfileArgs,
         conditions::Conditions,
+        core_roundtrip,
         matrix::{self, Cell},
         pretty,
         records::{self, LockTrace, Record},
@@ -53,9 +54,11 @@ fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
     if args.options.verbose {
         println!("{}", Session::command(&machine));
     }
-    let started = Instant::now();
-    let outcome = session.boot(0, machine, true)?;
-    let boot_seconds = started.elapsed().as_secs_f64();
+    let ((outcome, boot_seconds), host_core_roundtrip_ns) = core_roundtrip::around(|| {
+        let started = Instant::now();
+        (session.boot(0, machine, true), started.elapsed().as_secs_f64())
+    });
+    let outcome = outcome?;
 
     let verdict = Verdict::of(outcome.status);
     let mut problems: Vec<String> =
@@ -81,6 +84,7 @@ fn profile(args: &ProfileArgs) -> anyhow::Result<i32> {
         cell: cell.clone(),
         accel: session.decision().accel,
         boot_seconds,
+        host_core_roundtrip_ns,
         // A BENCH record counts only from a boot that ended well.
         bench: match bench {
             Ok(bench) if verdict == Verdict::Success => Ok(bench),

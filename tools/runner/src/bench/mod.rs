@@ -16,6 +16,7 @@ use crate::{
 
 pub mod args;
 pub mod conditions;
+pub mod core_roundtrip;
 pub mod matrix;
 pub mod plot;
 pub mod records;
@@ -81,12 +82,16 @@ fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         if args.options.verbose {
             bar.suspend(|| println!("{}", Session::command(&machine)));
         }
-        let started = Instant::now();
-        let outcome = session.boot(index, machine, false)?;
+        let ((outcome, boot_seconds), host_core_roundtrip_ns) = core_roundtrip::around(|| {
+            let started = Instant::now();
+            (session.boot(index, machine, false), started.elapsed().as_secs_f64())
+        });
+        let outcome = outcome?;
         let record = Record {
             cell: cell.clone(),
             accel: session.decision().accel,
-            boot_seconds: started.elapsed().as_secs_f64(),
+            boot_seconds,
+            host_core_roundtrip_ns,
             bench: bench_of(&outcome, cell, &session),
         };
         let position = format!("[{}/{}]", index + 1, cells.len());

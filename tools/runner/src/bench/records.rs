@@ -20,7 +20,7 @@ pub const REQUIRED_COUNTERS: [&str; 3] = ["lock_acquisitions", "lock_wait_share"
 
 /// The first columns of results.csv (and keys of each results.json record),
 /// in order; the kernel's other BENCH keys follow in the order it prints them.
-pub const LEADING_KEYS: [&str; 17] = [
+pub const LEADING_KEYS: [&str; 18] = [
     "status",
     "error",
     "alloc",
@@ -29,6 +29,7 @@ pub const LEADING_KEYS: [&str; 17] = [
     "accel",
     "rep",
     "boot_seconds",
+    ROUNDTRIP_KEY,
     "ops",
     "ops_per_sec",
     "cycles_per_op_median",
@@ -157,12 +158,20 @@ pub fn check_cell(bench: &Json, cell: &Cell) -> Result<(), String> {
     Ok(())
 }
 
+/// A runner key among [`LEADING_KEYS`]: the host's core-to-core round trip
+/// in nanoseconds, `[before, after]` the boot, 0.1 ns steps, null where
+/// unmeasured.
+pub const ROUNDTRIP_KEY: &str = "host_core_roundtrip_ns";
+
 /// One boot of a bench: its cell and the kernel's BENCH record, or why there is none.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub cell: Cell,
     pub accel: Accel,
     pub boot_seconds: f64,
+    /// The host's core-to-core round trip just before and just after the
+    /// boot (`core_roundtrip`), when it could be measured.
+    pub host_core_roundtrip_ns: [Option<f64>; 2],
     pub bench: Result<Json, String>,
 }
 
@@ -194,6 +203,11 @@ impl Record {
                 "accel" => accel_name(self.accel).into(),
                 "rep" => self.cell.rep.into(),
                 "boot_seconds" => ((self.boot_seconds * 1000.0).round() / 1000.0).into(),
+                ROUNDTRIP_KEY => Value::Array(
+                    self.host_core_roundtrip_ns
+                        .map(|ns| ns.map_or(Value::Null, |ns| ((ns * 10.0).round() / 10.0).into()))
+                        .to_vec(),
+                ),
                 "instructions_per_op_median" if self.accel == Accel::Icount => {
                     from_kernel("cycles_per_op_median")
                 }
@@ -302,6 +316,7 @@ pub(crate) mod tests {
             cell: cell("lockedheap", 1),
             accel: Accel::Tcg,
             boot_seconds: 1.0,
+            host_core_roundtrip_ns: [None, None],
             bench: Ok(bench),
         };
         assert_eq!(record.number("lock_acquisitions"), None);
@@ -356,6 +371,7 @@ pub(crate) mod tests {
             cell: cell("slab", 2),
             accel: Accel::Icount,
             boot_seconds: 1.23456,
+            host_core_roundtrip_ns: [Some(61.04), None],
             bench: Ok(bench.clone()),
         };
         let json = record.to_json();
@@ -368,6 +384,7 @@ pub(crate) mod tests {
         assert_eq!(json["instructions_per_op_median"].as_f64(), Some(41.5));
         assert_eq!(json["boot_seconds"].as_f64(), Some(1.235));
         assert_eq!(json["error"], Value::Null);
+        assert_eq!(json[ROUNDTRIP_KEY], serde_json::json!([61.0, null]));
         record.accel = Accel::Tcg;
         assert_eq!(record.to_json()["instructions_per_op_median"], Value::Null);
 
@@ -385,6 +402,7 @@ pub(crate) mod tests {
             cell: cell("slab", 2),
             accel: Accel::Tcg,
             boot_seconds: 1.0,
+            host_core_roundtrip_ns: [Some(58.25), Some(341.0)],
             bench: Ok(bench),
         };
         let failed = Record {
@@ -396,7 +414,7 @@ pub(crate) mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with(
-            "status,error,alloc,workload,cpus,accel,rep,boot_seconds,ops,ops_per_sec,"
+            "status,error,alloc,workload,cpus,accel,rep,boot_seconds,host_core_roundtrip_ns,ops,"
         ));
         assert!(lines[0].ends_with(",cross_cpu_frees"), "{}", lines[0]);
         let width = lines[0].split(',').count();
@@ -404,8 +422,9 @@ pub(crate) mod tests {
             lines[1].starts_with(r#"failed,"kernel said ""no"", sadly",locked,local,2,tcg,1,"#)
         );
         assert!(
-            lines[2]
-                .starts_with("ok,,slab,local,2,tcg,1,1.0,20000,1,41.5,90.0,,,300,0.00625,0.984,"),
+            lines[2].starts_with(
+                "ok,,slab,local,2,tcg,1,1.0,58.3;341.0,20000,1,41.5,90.0,,,300,0.00625,"
+            ),
             "{}",
             lines[2]
         );

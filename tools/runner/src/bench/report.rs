@@ -130,6 +130,7 @@ mod tests {
             },
             accel: crate::accel::Accel::Icount,
             boot_seconds: 1.0,
+            host_core_roundtrip_ns: [None, None],
             bench: Err("timeout after 600 s".into()),
         };
         let text = summary(&conditions, &[row("slab", None, None)], &[failed]);

@@ -143,6 +143,7 @@ mod tests {
             cell: Cell { alloc: alloc.into(), workload: "local".into(), cpus, rep },
             accel: Accel::Tcg,
             boot_seconds: 1.0,
+            host_core_roundtrip_ns: [None, None],
             bench: match ops_per_sec {
                 Some(rate) => Ok(parse_bench(&bench_line(alloc, cpus, rate)).unwrap().unwrap()),
                 None => Err("boom".into()),
