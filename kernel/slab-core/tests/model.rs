@@ -10,7 +10,7 @@ use std::alloc::Layout;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use support::{ReclaimStyle, TestHeap, fill, holds, set_cpu};
+use support::{HeapExt, ReclaimStyle, TestHeap, fill, holds, set_cpu};
 
 const CPUS: usize = 3;
 
@@ -77,7 +77,8 @@ impl Model {
 }
 
 fn run(ops: Vec<Op>) {
-    let heap = TestHeap::new(8 << 20, CPUS, ReclaimStyle::SwitchCpus);
+    let test_heap = TestHeap::new(8 << 20, CPUS, ReclaimStyle::SwitchCpus);
+    let heap = &test_heap.heap;
     let start = heap.free_bytes();
     let mut model = Model::default();
     for (tag, op) in ops.into_iter().enumerate() {

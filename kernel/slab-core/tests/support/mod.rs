@@ -163,15 +163,38 @@ impl TestHeap {
 
     /// The backend's free bytes.
     pub fn free_bytes(&self) -> usize {
-        self.heap.usage().free_bytes
+        HeapExt::free_bytes(&self.heap)
     }
 
     /// Drains CPUs `0..cpus` by becoming each in turn (single thread only).
     pub fn drain_all_cpus(&self, cpus: usize) {
+        HeapExt::drain_all_cpus(&self.heap, cpus);
+    }
+}
+
+/// [`TestHeap`]'s helpers on the heap itself, for tests that borrow
+/// `&test_heap.heap` once and call through that reference: under miri's
+/// Stacked Borrows every new reference to the heap (a `SlabHeap` of
+/// `MAX_CPUS` slots and inboxes, thousands of cells) is retagged cell by
+/// cell, and going through `TestHeap`'s `Deref` on every call makes several
+/// such references per heap operation, more than the operation itself.
+pub trait HeapExt {
+    /// The backend's free bytes.
+    fn free_bytes(&self) -> usize;
+    /// Drains CPUs `0..cpus` by becoming each in turn (single thread only).
+    fn drain_all_cpus(&self, cpus: usize);
+}
+
+impl HeapExt for TestSlabHeap {
+    fn free_bytes(&self) -> usize {
+        self.usage().free_bytes
+    }
+
+    fn drain_all_cpus(&self, cpus: usize) {
         let me = cpu();
         for c in 0..cpus {
             set_cpu(c);
-            self.heap.drain_local_cpu();
+            self.drain_local_cpu();
         }
         set_cpu(me);
     }
