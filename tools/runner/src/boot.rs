@@ -310,10 +310,17 @@ mod tests {
     /// A stand-in for QEMU: a shell script that ignores QEMU's arguments.
     fn fake_qemu(dir: &std::path::Path, script: &str) -> OsString {
         let path = dir.join("fake-qemu");
-        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
-        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-        std::fs::set_permissions(&path, permissions).unwrap();
+        // A child shell writes the script: were this process to hold a
+        // writable descriptor of it, a fork in another test's thread could
+        // inherit that descriptor, and executing the script would then fail
+        // with ETXTBSY ("Text file busy"), as it once did in CI.
+        let written = std::process::Command::new("sh")
+            .args(["-c", r#"printf '%s\n' "$1" > "$2" && chmod 755 "$2""#, "sh"])
+            .arg(format!("#!/bin/sh\n{script}"))
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(written.success(), "writing the fake QEMU {}: {written}", path.display());
         path.into()
     }
 
