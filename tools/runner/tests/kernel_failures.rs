@@ -6,7 +6,7 @@
 //! NMI dump: every CPU's state and the locks it holds.
 mod real_kernel;
 
-use std::{path::PathBuf, sync::OnceLock};
+use std::{path::PathBuf, process::Command, sync::OnceLock};
 
 use serde_json::{Value, json};
 
@@ -168,5 +168,43 @@ fn a_heap_larger_than_memory_is_a_boot_error() {
     assert_eq!(run.code, Some(1));
     assert!(
         run.line_containing("boot error: heap: heap of 107374182400 bytes does not fit").is_some()
+    );
+}
+
+/// The comma-separated names in `text` between `opening` and the next `)`,
+/// sorted.
+fn names_between<'a>(text: &'a str, opening: &str) -> Vec<&'a str> {
+    let start = text.find(opening).unwrap_or_else(|| panic!("no '{opening}' in: {text}"));
+    let rest = &text[start + opening.len()..];
+    let end = rest.find(')').unwrap_or_else(|| panic!("no ')' after '{opening}' in: {text}"));
+    let mut names: Vec<&str> = rest[..end].split(", ").collect();
+    names.sort_unstable();
+    names
+}
+
+/// The runner checks `bench --workload` against its own list before it
+/// boots anything; that list must be the kernel's `job=bench` list, which
+/// both print when given a name they do not know.
+#[test]
+fn the_runner_knows_exactly_the_workloads_the_kernel_knows() {
+    let run = boot_kernel(&["--smp", "1", "job=bench", "workload=no-such-workload"]);
+    assert_eq!(run.code, Some(1), "exit code of an unknown workload");
+    let kernel_line = run
+        .line_containing("bench: unknown workload 'no-such-workload' (known: ")
+        .expect("the kernel names the workloads it knows");
+    let kernel_names = names_between(kernel_line, "(known: ");
+
+    let kernel = build_kernel(&["--bin", "kernel"]).join("kernel");
+    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg(&kernel)
+        .args(["bench", "--workload", "no-such-workload"])
+        .output()
+        .expect("the runner runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "runner exit code; stderr: {stderr}");
+    let runner_names = names_between(&stderr, "(one of ");
+    assert_eq!(
+        runner_names, kernel_names,
+        "the runner's WORKLOADS (left) against the kernel's (right)"
     );
 }

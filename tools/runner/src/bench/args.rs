@@ -7,7 +7,9 @@ use clap::Parser;
 
 use crate::cli::{AccelChoice, BootMode, Cli, MAX_SMP, MemSize, kernel_cmdline, parse_mem};
 
-/// The workloads the kernel's `job=bench` knows (`docs/interface.md`).
+/// The workloads the kernel's `job=bench` knows (`docs/interface.md`); the
+/// end-to-end test `the_runner_knows_exactly_the_workloads_the_kernel_knows`
+/// fails when this list and the kernel's differ.
 pub const WORKLOADS: [&str; 11] = [
     "local",
     "xfer",
