@@ -146,6 +146,30 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         f(central.backend_mut())
     }
 
+    /// Takes the global lock and keeps it after this call returns, until
+    /// [`release_held_lock`](Self::release_held_lock): `HostHeap`'s `fork`
+    /// handlers hold it across the fork, so that neither process is left
+    /// with it held by a thread the child does not have. Not counted in
+    /// any CPU's statistics (as [`with_backend`](Self::with_backend)); no
+    /// interrupts are masked (the host has none).
+    #[cfg(feature = "host")]
+    pub(crate) fn hold_lock(&self) {
+        core::mem::forget(self.central.lock_waiting(|spins| self.platform.relax(spins)));
+    }
+
+    /// Releases the global lock taken by [`hold_lock`](Self::hold_lock).
+    ///
+    /// # Safety
+    /// The calling thread took it with `hold_lock` (in a forked child: the
+    /// thread that forked did, whose copy the child's thread is), and has
+    /// not released it since.
+    #[cfg(feature = "host")]
+    pub(crate) unsafe fn release_held_lock(&self) {
+        // SAFETY: `hold_lock` forgot the guard of this thread's hold
+        // (caller), released once, here.
+        unsafe { self.central.unlock_forgotten() };
+    }
+
     /// As [`with_backend`](Self::with_backend), for code on one of the
     /// heap's CPUs whose acquisition should be that CPU's: counted in its
     /// lock statistics, traced, and named by [`lock_holder`](Self::lock_holder)

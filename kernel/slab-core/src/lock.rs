@@ -70,6 +70,21 @@ impl<T> SpinLock<T> {
     }
 }
 
+impl<T> SpinLock<T> {
+    /// Unlocks a lock whose guard was forgotten (`mem::forget`): for a
+    /// holder that keeps the lock past the guard's scope (`HostHeap`'s
+    /// `fork` handlers, `SlabHeap::hold_lock`).
+    ///
+    /// # Safety
+    /// The lock is held through a guard that was forgotten, by the calling
+    /// thread (in a forked child: by the thread that forked, which the
+    /// child's one thread continues), and it is unlocked only this once.
+    #[cfg(feature = "host")]
+    pub(crate) unsafe fn unlock_forgotten(&self) {
+        self.locked.store(false, Release);
+    }
+}
+
 /// Access to the value while the lock is held; dropping it unlocks.
 pub struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,

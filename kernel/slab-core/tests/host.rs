@@ -476,3 +476,120 @@ fn tls_destructors_allocate() {
     assert_eq!(texts.iter().filter(|t| **t == expected_early).count(), 4, "{texts:?}");
     assert_eq!(texts.iter().filter(|t| **t == "late None".repeat(50)).count(), 4, "{texts:?}");
 }
+
+/// Forks this many times while other threads allocate.
+const FORKS: usize = 200;
+/// How long a forked child may take to allocate and exit.
+const CHILD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// In a forked child: allocates small and large blocks (the large ones
+/// under the global lock, the small ones on the forking thread's owned
+/// slot), and small ones on a new thread, which finds every owned slot
+/// taken (by the parent's threads) and leases a shared one; checks them.
+/// The exit status says whether they held their values.
+fn allocate_in_the_forked_child() -> i32 {
+    let small: Vec<Box<u64>> = (0..200).map(Box::new).collect();
+    let large = vec![7u8; 300_000];
+    let sum: u64 = small.iter().map(|b| **b).sum();
+    let leased = thread::spawn(|| (0..100u64).map(Box::new).map(|b| *b).sum::<u64>());
+    let leased_sum = leased.join().unwrap_or(0);
+    if sum == 199 * 200 / 2 && large.iter().all(|&b| b == 7) && leased_sum == 99 * 100 / 2 {
+        0
+    } else {
+        3
+    }
+}
+
+/// Waits for forked child `pid` until `CHILD_DEADLINE`: its exit status,
+/// or `None` (then it was killed) if it did not exit in time.
+fn wait_or_kill(pid: libc::pid_t) -> Option<i32> {
+    let started = std::time::Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is writable.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(waited >= 0, "waitpid failed");
+        if waited == pid {
+            return Some(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 });
+        }
+        if started.elapsed() > CHILD_DEADLINE {
+            // SAFETY: `pid` is our child, not yet waited for.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return None;
+        }
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// In a child with 5 slots (3 owned, 2 shared; the harness's main thread
+/// and the test's own thread own two): six threads allocate small blocks
+/// (five of them on leased shared slots) and large ones (under the global
+/// lock) without pause while the test's thread forks `FORKS` times, and
+/// each forked child allocates. A lock or a shared slot that another
+/// thread held at the fork would stay held in the forked child, which has
+/// only the forking thread: without `HostHeap`'s `pthread_atfork`
+/// handlers the child waits for ever.
+#[test]
+fn fork_while_other_threads_allocate_in_a_child() {
+    if std::env::var(CHILD_VAR).as_deref() != Ok("fork_while_other_threads_allocate_in_a_child") {
+        return;
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|scope| {
+        for thread in 0..6u64 {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut round = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let small: Vec<Box<u64>> =
+                        (0..16).map(|i| Box::new(thread ^ round ^ i)).collect();
+                    let large = vec![thread as u8; 20_000 + (round % 8) as usize * 40_000];
+                    assert!(large.iter().all(|&b| b == thread as u8), "thread {thread}");
+                    assert_eq!(*small[5], thread ^ round ^ 5, "thread {thread}");
+                    round += 1;
+                }
+            });
+        }
+        let mut results = Vec::new();
+        for fork in 0..FORKS {
+            // SAFETY: the child only allocates (through `HostHeap`), frees
+            // and ends with `_exit`, running nothing that another thread of
+            // the parent could have left locked but the heap under test.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork {fork} failed");
+            if pid == 0 {
+                let status = allocate_in_the_forked_child();
+                // SAFETY: ends the forked child without running the
+                // parent's exit handlers or unwinding into the harness.
+                unsafe { libc::_exit(status) };
+            }
+            results.push(wait_or_kill(pid));
+            if results[fork] != Some(0) {
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let hung = results.iter().position(|r| r.is_none());
+        assert_eq!(hung, None, "forked child {hung:?} did not exit within {CHILD_DEADLINE:?}");
+        let failed = results.iter().position(|r| *r != Some(0));
+        assert_eq!(
+            failed,
+            None,
+            "forked child {failed:?} exited with {:?}",
+            failed.map(|f| results[f])
+        );
+        assert_eq!(results.len(), FORKS);
+    });
+    println!("CHILD PASSED");
+}
+
+#[test]
+fn fork_while_other_threads_allocate() {
+    let output =
+        run_child("fork_while_other_threads_allocate_in_a_child", &[("SLAB_HOST_CPUS", "5")]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("CHILD PASSED"), "{text}{}", stderr(&output));
+}

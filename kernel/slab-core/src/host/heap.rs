@@ -5,7 +5,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicPtr, AtomicU8};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8};
 
 use crate::central::HeapUsage;
 use crate::heap::SlabHeap;
@@ -71,6 +71,15 @@ fn shared_slots(slots: usize, cpus: usize) -> usize {
 /// The heap whose statistics are printed at exit (`SLAB_HOST_STATS=1`): the
 /// first that asked; null for none.
 static STATS_AT_EXIT: AtomicPtr<HostHeap> = AtomicPtr::new(ptr::null_mut());
+
+/// The heap `before_fork` and `after_fork` hold across a fork (the first
+/// to start); null for none.
+static FORK_HEAP: AtomicPtr<HostHeap> = AtomicPtr::new(ptr::null_mut());
+/// The heap `before_fork` took, for `after_fork` to give back (null when
+/// it took none): glibc runs the handlers of one fork at a time.
+static HELD_FOR_FORK: AtomicPtr<HostHeap> = AtomicPtr::new(ptr::null_mut());
+/// Whether the fork handlers are registered (once per process).
+static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
 
 impl HostHeap {
     /// A heap that starts (reads its settings, reserves its address space)
@@ -156,6 +165,7 @@ impl HostHeap {
                 && self.heap.set_checking(settings.checking).is_ok();
             debug_assert!(set, "nothing is allocated before the heap starts");
         }
+        self.register_fork_handlers();
         if settings.stats_at_exit && self.register_stats_at_exit() {
             // SAFETY: `print_stats_at_exit` is an `extern "C" fn()` that
             // stays valid for the life of the process.
@@ -164,6 +174,26 @@ impl HostHeap {
             }
         }
         self.state.store(READY, Release);
+    }
+
+    /// Makes this heap the one the process's `pthread_atfork` handlers
+    /// hold across a fork (`platform.rs`, "fork"), if no other is, and
+    /// registers the handlers once per process. A failed registration
+    /// stops the program: a forked child could wait for ever.
+    fn register_fork_handlers(&self) {
+        let this = ptr::from_ref(self).cast_mut();
+        if FORK_HEAP.compare_exchange(ptr::null_mut(), this, AcqRel, Relaxed).is_err()
+            || FORK_HANDLERS.swap(true, Relaxed)
+        {
+            return;
+        }
+        // SAFETY: the handlers are `extern "C" fn()`s that stay valid for
+        // the life of the process.
+        let registered =
+            unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+        if registered != 0 {
+            fatal(format_args!("pthread_atfork refused the fork handlers (error {registered})"));
+        }
     }
 
     /// Makes this heap the one `print_stats_at_exit` reports; `false` if
@@ -181,14 +211,16 @@ impl Default for HostHeap {
 }
 
 impl Drop for HostHeap {
-    /// A heap that is not a `static` stops being reported at exit, and
-    /// the calling thread gives back the slot it owns. Another thread
-    /// that still owns one of its slots would name a dead heap at its
-    /// exit: that stops the program. (The address space stays reserved:
-    /// blocks may still be in use.)
+    /// A heap that is not a `static` stops being reported at exit and
+    /// held across forks, and the calling thread gives back the slot it
+    /// owns. Another thread that still owns one of its slots would name a
+    /// dead heap at its exit: that stops the program. No other thread may
+    /// fork meanwhile (its fork handlers could be holding this heap).
+    /// (The address space stays reserved: blocks may still be in use.)
     fn drop(&mut self) {
         let this = ptr::from_mut(self);
         let _ = STATS_AT_EXIT.compare_exchange(this, ptr::null_mut(), AcqRel, Relaxed);
+        let _ = FORK_HEAP.compare_exchange(this, ptr::null_mut(), AcqRel, Relaxed);
         if self.heap.platform().others_own_slots() {
             fatal(format_args!("a HostHeap was dropped while threads still own its slots"));
         }
@@ -214,6 +246,46 @@ unsafe extern "C" fn give_back_thread_slot(heap: *mut core::ffi::c_void) {
     // program (`Drop`), and the dropping thread gave its own slot back.
     let heap = unsafe { &*heap.cast_const().cast::<HostHeap>() };
     heap.give_back_thread_slot();
+}
+
+/// `pthread_atfork`'s prepare handler, on the forking thread: waits until
+/// the registered heap has started, then leases every shared slot and
+/// takes the global lock (`platform.rs`, "fork").
+extern "C" fn before_fork() {
+    let heap = FORK_HEAP.load(Acquire);
+    if heap.is_null() {
+        return;
+    }
+    // SAFETY: a registered heap unregisters itself before it is dropped
+    // (dropping it while another thread forks is a use after free the
+    // `Drop` doc rules out, as for a heap whose slots threads own).
+    let heap = unsafe { &*heap };
+    // It registered as it started; the thread starting it needs a shared
+    // slot once more, so wait before leasing them all.
+    while heap.state.load(Acquire) != READY {
+        std::thread::yield_now();
+    }
+    heap.heap.platform().lease_all_shared();
+    heap.heap.hold_lock();
+    HELD_FOR_FORK.store(ptr::from_ref(heap).cast_mut(), Release);
+}
+
+/// `pthread_atfork`'s handler after the fork, in the parent and in the
+/// child: gives back what `before_fork` took.
+extern "C" fn after_fork() {
+    // The heap `before_fork` took, not the registered one now: a heap that
+    // started during the fork took nothing.
+    let heap = HELD_FOR_FORK.swap(ptr::null_mut(), Acquire);
+    if heap.is_null() {
+        return;
+    }
+    // SAFETY: as in `before_fork`.
+    let heap = unsafe { &*heap };
+    // SAFETY: `before_fork` of this thread (in the child, of the thread
+    // that forked, which this one continues) holds the lock, and it is
+    // released once per fork, here.
+    unsafe { heap.heap.release_held_lock() };
+    heap.heap.platform().give_back_all_shared();
 }
 
 /// Prints `HEAPSTATS {json}` of the registered heap on stderr (at exit).

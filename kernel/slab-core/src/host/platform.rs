@@ -77,13 +77,19 @@
 //! the program: the slot's thread-local would name a dead heap.
 //!
 //! # fork
-//! The child of a `fork` has only the forking thread. Slots owned by the
-//! parent's other threads stay taken in the child (their cached objects
-//! are lost to it, but nothing is unsound); a shared slot leased, or the
-//! global lock held, by another thread at the fork stays so in the child,
-//! which then waits for ever when it needs it (no `pthread_atfork`
-//! handlers: holding the global lock across the fork needs a hook in the
-//! core that it does not have). The usual `fork` then `exec` is unaffected.
+//! The child of a `fork` has only the forking thread, so anything another
+//! thread held at the fork would stay held in the child for ever. The
+//! first `HostHeap` to start (in practice the `#[global_allocator]`)
+//! registers `pthread_atfork` handlers (`host/heap.rs`): before the fork, the forking thread leases
+//! every shared slot (waiting for each call on one to end) and then takes
+//! the global lock, in the order every heap call takes them (slot, then
+//! lock); after it, the parent and the child each give all of them back,
+//! the child as the continuation of the thread that took them. Owned
+//! slots of the parent's other threads stay taken in the child: one of
+//! them may be in the middle of a call on its slot at the fork, so the
+//! child cannot use or drain it (their cached objects are lost to the
+//! child, nothing is unsound). The forking thread keeps its own owned
+//! slot, whose caches it was not using at the fork.
 //!
 //! Restartable sequences (rseq, the CPU id as index) would also avoid the
 //! per-call compare-and-swap, but need every cache update to be
@@ -325,6 +331,27 @@ impl HostPlatform {
             }
             self.wait(LockWait::Yield, rounds);
             rounds = rounds.saturating_add(1);
+        }
+    }
+
+    /// Before a `fork` (`HostHeap`'s prepare handler): leases every shared
+    /// slot, waiting for each thread in the middle of a call on one to
+    /// finish it, so the child finds them free.
+    pub(crate) fn lease_all_shared(&self) {
+        for slot in self.owned.load(Relaxed)..self.slots() {
+            let mut rounds = 0u32;
+            while !self.try_claim(slot) {
+                self.wait(LockWait::Yield, rounds);
+                rounds = rounds.saturating_add(1);
+            }
+        }
+    }
+
+    /// After a `fork`, in the parent and in the child: gives back the
+    /// shared slots `lease_all_shared` leased.
+    pub(crate) fn give_back_all_shared(&self) {
+        for slot in self.owned.load(Relaxed)..self.slots() {
+            self.leases[slot].0.store(false, Release);
         }
     }
 
