@@ -30,7 +30,7 @@ const GROW_BYTES: usize = 64 << 20;
 pub(crate) const RETURN_BYTES: usize = 16 << 10;
 const PAGE_BYTES: usize = 4096;
 /// Freed blocks kept with their pages, at most (docs/host.md: `mstress`
-/// at 2 threads took 38,194 page faults with 1,024 and 32 MiB, 17,536
+/// at 2 threads took 34,661 page faults with 1,024 and 32 MiB, 16,832
 /// with 4,096 and 64 MiB, 16,678 with 4,096 and 128 MiB).
 pub(crate) const DIRTY_BLOCKS: usize = 4096;
 /// Bytes of freed blocks kept with their pages, at most.
