@@ -165,6 +165,16 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs this binary's test `name` alone with `SLAB_HOST_CPUS=5` (3 owned
+/// slots, 2 shared) and checks that it ran to its end: success, and its
+/// `CHILD PASSED` line (a test that returns early outside a child prints
+/// none).
+fn assert_passes_in_a_child_with_5_slots(name: &str) {
+    let output = run_child(name, &[("SLAB_HOST_CPUS", "5")]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("CHILD PASSED"), "{text}{}", stderr(&output));
+}
+
 #[test]
 fn a_bad_setting_stops_the_program_naming_the_variable_and_the_value() {
     for (variable, value, message) in [
@@ -371,9 +381,7 @@ fn many_more_threads_than_slots_in_a_child() {
 
 #[test]
 fn many_more_threads_than_slots() {
-    let output = run_child("many_more_threads_than_slots_in_a_child", &[("SLAB_HOST_CPUS", "5")]);
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && text.contains("CHILD PASSED"), "{text}{}", stderr(&output));
+    assert_passes_in_a_child_with_5_slots("many_more_threads_than_slots_in_a_child");
 }
 
 /// In a child with 5 slots (3 owned): the harness's main thread and the
@@ -409,10 +417,7 @@ fn exited_threads_slots_are_reused_in_a_child() {
 
 #[test]
 fn exited_threads_slots_are_reused() {
-    let output =
-        run_child("exited_threads_slots_are_reused_in_a_child", &[("SLAB_HOST_CPUS", "5")]);
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && text.contains("CHILD PASSED"), "{text}{}", stderr(&output));
+    assert_passes_in_a_child_with_5_slots("exited_threads_slots_are_reused_in_a_child");
 }
 
 /// A `thread_local!` whose destructor allocates and frees, and sends a
@@ -588,8 +593,5 @@ fn fork_while_other_threads_allocate_in_a_child() {
 
 #[test]
 fn fork_while_other_threads_allocate() {
-    let output =
-        run_child("fork_while_other_threads_allocate_in_a_child", &[("SLAB_HOST_CPUS", "5")]);
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success() && text.contains("CHILD PASSED"), "{text}{}", stderr(&output));
+    assert_passes_in_a_child_with_5_slots("fork_while_other_threads_allocate_in_a_child");
 }
