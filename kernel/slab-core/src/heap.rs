@@ -149,12 +149,13 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// Takes the global lock and keeps it after this call returns, until
     /// [`release_held_lock`](Self::release_held_lock): `HostHeap`'s `fork`
     /// handlers hold it across the fork, so that neither process is left
-    /// with it held by a thread the child does not have. Not counted in
-    /// any CPU's statistics (as [`with_backend`](Self::with_backend)); no
-    /// interrupts are masked (the host has none).
+    /// with it held by a thread the child does not have. Taken as
+    /// [`with_backend`](Self::with_backend) takes it (counted for no CPU),
+    /// and its guard forgotten: interrupts, where a platform has them,
+    /// stay masked until the release.
     #[cfg(feature = "host")]
     pub(crate) fn hold_lock(&self) {
-        core::mem::forget(self.central.lock_waiting(|spins| self.platform.relax(spins)));
+        core::mem::forget(self.lock_central_from_anywhere());
     }
 
     /// Releases the global lock taken by [`hold_lock`](Self::hold_lock).

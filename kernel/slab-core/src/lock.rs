@@ -68,9 +68,7 @@ impl<T> SpinLock<T> {
             }
         }
     }
-}
 
-impl<T> SpinLock<T> {
     /// Unlocks a lock whose guard was forgotten (`mem::forget`): for a
     /// holder that keeps the lock past the guard's scope (`HostHeap`'s
     /// `fork` handlers, `SlabHeap::hold_lock`).

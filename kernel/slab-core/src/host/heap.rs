@@ -260,11 +260,10 @@ extern "C" fn before_fork() {
     // (dropping it while another thread forks is a use after free the
     // `Drop` doc rules out, as for a heap whose slots threads own).
     let heap = unsafe { &*heap };
-    // It registered as it started; the thread starting it needs a shared
-    // slot once more, so wait before leasing them all.
-    while heap.state.load(Acquire) != READY {
-        std::thread::yield_now();
-    }
+    // It registered as it started: until another thread finishes starting
+    // it (which needs a shared slot once more), this waits, before leasing
+    // them all.
+    heap.ensure_started();
     heap.heap.platform().lease_all_shared();
     heap.heap.hold_lock();
     HELD_FOR_FORK.store(ptr::from_ref(heap).cast_mut(), Release);

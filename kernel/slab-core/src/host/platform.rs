@@ -80,10 +80,10 @@
 //! The child of a `fork` has only the forking thread, so anything another
 //! thread held at the fork would stay held in the child for ever. The
 //! first `HostHeap` to start (in practice the `#[global_allocator]`)
-//! registers `pthread_atfork` handlers (`host/heap.rs`): before the fork, the forking thread leases
-//! every shared slot (waiting for each call on one to end) and then takes
-//! the global lock, in the order every heap call takes them (slot, then
-//! lock); after it, the parent and the child each give all of them back,
+//! registers `pthread_atfork` handlers (`host/heap.rs`): before the fork,
+//! the forking thread leases every shared slot (waiting for each call on
+//! one to end) and then takes the global lock, in the order every heap
+//! call takes them (slot, then lock); after it, the parent and the child each give all of them back,
 //! the child as the continuation of the thread that took them. Owned
 //! slots of the parent's other threads stay taken in the child: one of
 //! them may be in the middle of a call on its slot at the fork, so the
