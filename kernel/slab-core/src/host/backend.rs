@@ -90,12 +90,12 @@ impl DirtyBlocks {
 
     /// The count of blocks of alignment `align`.
     fn count_of(&mut self, align: usize) -> &mut u16 {
-        &mut self.per_align[align.trailing_zeros() as usize]
+        &mut self.per_align[align_index(align)]
     }
 
     /// Whether some block has alignment `align`.
     fn has_align(&self, align: usize) -> bool {
-        self.per_align[align.trailing_zeros() as usize] != 0
+        self.per_align[align_index(align)] != 0
     }
 
     /// The ring index of the `i`th entry from the oldest.
@@ -145,6 +145,12 @@ impl DirtyBlocks {
         }
         None
     }
+}
+
+/// Where `DirtyBlocks::per_align` counts blocks of alignment `align` (a
+/// power of two): its log2.
+fn align_index(align: usize) -> usize {
+    align.trailing_zeros() as usize
 }
 
 /// A freed block kept with its pages.
@@ -428,7 +434,7 @@ mod tests {
         for i in 0..dirty.len {
             let block = &dirty.ring[dirty.index(i)];
             if block.usable != 0 {
-                counts[block.align.trailing_zeros() as usize] += 1;
+                counts[align_index(block.align)] += 1;
             }
         }
         counts
