@@ -3,7 +3,9 @@
 //! slot, and the state machine of one class's cache: Bonwick's
 //! loaded/previous magazine pair for the CPU's own objects, a bucket
 //! batching frees of another CPU's objects for that CPU's inbox (`inbox`),
-//! and the batches taken from this CPU's own inbox, not yet loaded; off the
+//! with the buckets of other owners parked beside it (so frees of mixed
+//! owners still travel in full batches), and the batches taken from this
+//! CPU's own inbox, not yet loaded; off the
 //! fast path's line, its *depot*: up to `SizeClass::depot_magazines` full
 //! magazines of its own objects, and the batches of other CPUs' objects
 //! that their owners' full inboxes refused.
@@ -51,7 +53,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 use crate::inbox::{Batches, InboxRow};
 use crate::magazine::Magazine;
 use crate::platform::{CpuWords, MAX_CPUS, Platform};
-use crate::size_class::{MAX_MAGAZINE_CAPACITY, NUM_CLASSES, SizeClass};
+use crate::size_class::{BUCKETS_PER_CLASS, MAX_MAGAZINE_CAPACITY, NUM_CLASSES, SizeClass};
 use crate::slab::SlabRef;
 use crate::stats::{ClassStats, Counter, CpuCounters, CpuStats};
 
@@ -156,13 +158,29 @@ impl Bucket {
     }
 }
 
+/// A class's parked buckets, on a cache line of their own: the buckets of
+/// owners other than the active bucket's (in `Spares`), bucket `i` for an
+/// owner whose index is `i` modulo [`BUCKETS_PER_CLASS`]. A free of another
+/// owner than the active bucket's parks the active bucket and activates
+/// that owner's; only an owner with the same remainder pushes a parked
+/// bucket out early. The active owner's place in the row stays empty.
+#[repr(C, align(64))]
+struct ParkedBuckets(UnsafeCell<[Bucket; BUCKETS_PER_CLASS]>);
+
+impl ParkedBuckets {
+    const fn new() -> Self {
+        Self(UnsafeCell::new([const { Bucket::new() }; BUCKETS_PER_CLASS]))
+    }
+}
+
 /// The magazines of a class cache besides the loaded one.
 #[derive(Debug)]
 struct Spares {
     /// Always empty or full (Bonwick's invariant).
     previous: Magazine,
-    /// One other CPU's objects, until a batch is full or another owner's
-    /// object comes.
+    /// The active bucket: one other CPU's objects, until a batch is full
+    /// (the fast path's remote free appends here) or another owner's
+    /// object comes and it is parked.
     bucket: Bucket,
     /// Batches taken from this CPU's inbox, loaded one per refill.
     received: Batches,
@@ -301,6 +319,7 @@ impl DepotSlot {
 pub(crate) struct ClassCache<'a> {
     slot: &'a ClassSlot,
     depot: &'a DepotSlot,
+    parked: &'a ParkedBuckets,
 }
 
 impl ClassCache<'_> {
@@ -314,6 +333,11 @@ impl ClassCache<'_> {
     fn depot(&mut self) -> &mut Depot {
         // SAFETY: as in `spares`.
         unsafe { &mut *self.depot.0.get() }
+    }
+
+    fn parked(&mut self) -> &mut [Bucket; BUCKETS_PER_CLASS] {
+        // SAFETY: as in `spares`.
+        unsafe { &mut *self.parked.0.get() }
     }
 
     /// Takes the loaded magazine out, leaving it empty.
@@ -416,9 +440,11 @@ impl ClassCache<'_> {
     }
 
     /// Puts a freed object owned by CPU `owner` (not this one) into the
-    /// bucket, not counted (the caller counts it as a bucket free); a
-    /// bucket holding another owner's objects, or full now, is handed back
-    /// to be sent.
+    /// bucket, not counted (the caller counts it as a bucket free). If the
+    /// active bucket holds another owner's objects, it is parked and
+    /// `owner`'s bucket made active; a bucket full now, or a parked one of
+    /// another owner with the same place in the row, is handed back to be
+    /// sent.
     ///
     /// # Safety
     /// As [`Self::free_local`], for an object of CPU `owner`'s slab.
@@ -428,19 +454,34 @@ impl ClassCache<'_> {
         object: NonNull<u8>,
         owner: usize,
     ) -> FreeOutcome {
-        let bucket = &mut self.spares().bucket;
         let mut outcome = FreeOutcome::Cached;
-        if bucket.owner as usize != owner {
-            if bucket.len != 0 {
-                outcome = FreeOutcome::Send { owner: bucket.owner as usize, batch: bucket.take() };
+        if self.spares().bucket.owner as usize != owner {
+            let active = core::mem::replace(&mut self.spares().bucket, Bucket::new());
+            if active.len != 0 {
+                let place = &mut self.parked()[active.owner as usize % BUCKETS_PER_CLASS];
+                debug_assert_eq!(place.len, 0, "the active owner's place in the row is empty");
+                *place = active;
             }
-            // Cannot truncate: CPU indices are below `MAX_CPUS`.
-            bucket.owner = owner as u32;
+            let mut bucket =
+                core::mem::replace(&mut self.parked()[owner % BUCKETS_PER_CLASS], Bucket::new());
+            if bucket.owner as usize != owner {
+                if bucket.len != 0 {
+                    // Another owner with the same place: its batch goes
+                    // early.
+                    outcome =
+                        FreeOutcome::Send { owner: bucket.owner as usize, batch: bucket.take() };
+                }
+                // Cannot truncate: CPU indices are below `MAX_CPUS`.
+                bucket.owner = owner as u32;
+            }
+            self.spares().bucket = bucket;
         }
+        let bucket = &mut self.spares().bucket;
         // SAFETY: forwarded from the caller; the bucket holds that CPU's.
         unsafe { bucket.push(object) };
         if bucket.len as usize == class.magazine_capacity() {
-            // Not both: a bucket just emptied holds one object now.
+            // Not both: a bucket pushed out leaves an empty one, which holds
+            // one object now.
             const _: () = assert!(crate::size_class::MIN_BATCH > 1);
             outcome = FreeOutcome::Send { owner, batch: bucket.take() };
         }
@@ -541,28 +582,34 @@ impl ClassCache<'_> {
         }
     }
 
-    /// Objects cached now (both magazines, the bucket, received batches,
+    /// Objects cached now (both magazines, the buckets, received batches,
     /// the depot).
     #[inline]
     pub(crate) fn cached_objects(&mut self) -> usize {
+        let parked: usize = self.parked().iter().map(|bucket| bucket.len as usize).sum();
         let spares = self.spares();
         let spare_objects =
-            spares.previous.len() + spares.bucket.len as usize + spares.received.objects();
+            spares.previous.len() + spares.bucket.len as usize + parked + spares.received.objects();
         let depot = self.depot();
         let depot_objects = depot.full.objects() + depot.refused.objects();
         // SAFETY: the slot's one user (see `spares`).
         spare_objects + depot_objects + unsafe { self.slot.loaded_len() }
     }
 
-    /// Empties the cache, returning its magazines (the bucket's last) and
-    /// its batches: received, the depot's, refused.
-    pub(crate) fn take_all(&mut self) -> ([Magazine; 3], [Batches; 3]) {
+    /// Empties the cache, returning its magazines (the active bucket's
+    /// last), its parked buckets, and its batches: received, the depot's,
+    /// refused.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_all(
+        &mut self,
+    ) -> ([Magazine; 3], [Magazine; BUCKETS_PER_CLASS], [Batches; 3]) {
         let loaded = self.take_loaded();
+        let parked = self.parked().each_mut().map(Bucket::take);
         let spares = self.spares();
         let magazines = [loaded, spares.previous.take(), spares.bucket.take()];
         let received = spares.received.take();
         let depot = self.depot();
-        (magazines, [received, depot.full.take(), depot.refused.take()])
+        (magazines, parked, [received, depot.full.take(), depot.refused.take()])
     }
 }
 
@@ -573,6 +620,7 @@ impl ClassCache<'_> {
 pub(crate) struct CpuSlot {
     classes: [ClassSlot; NUM_CLASSES],
     depots: [DepotSlot; NUM_CLASSES],
+    parked: [ParkedBuckets; NUM_CLASSES],
     counters: CpuCounters,
 }
 
@@ -590,6 +638,7 @@ impl CpuSlot {
         Self {
             classes: [const { ClassSlot::new(0) }; NUM_CLASSES],
             depots: [const { DepotSlot::new() }; NUM_CLASSES],
+            parked: [const { ParkedBuckets::new() }; NUM_CLASSES],
             counters: CpuCounters::new(),
         }
     }
@@ -599,6 +648,7 @@ impl CpuSlot {
         Self {
             classes: [const { ClassSlot::new(SPARE_LEN) }; NUM_CLASSES],
             depots: [const { DepotSlot::new() }; NUM_CLASSES],
+            parked: [const { ParkedBuckets::new() }; NUM_CLASSES],
             counters: CpuCounters::new(),
         }
     }
@@ -828,7 +878,11 @@ impl<'h, P: Platform> SlotUser<'h, P> {
     #[inline]
     pub(crate) fn cache(&mut self, class: SizeClass) -> ClassCache<'_> {
         let slot = self.claim.slot;
-        ClassCache { slot: &slot.classes[class.index()], depot: &slot.depots[class.index()] }
+        ClassCache {
+            slot: &slot.classes[class.index()],
+            depot: &slot.depots[class.index()],
+            parked: &slot.parked[class.index()],
+        }
     }
 }
 
@@ -882,7 +936,8 @@ mod tests {
             let mut live: Vec<NonNull<u8>> = Vec::new();
             let slot = ClassSlot::new(0);
             let depot = DepotSlot::new();
-            let mut cache = ClassCache { slot: &slot, depot: &depot };
+            let parked = ParkedBuckets::new();
+            let mut cache = ClassCache { slot: &slot, depot: &depot, parked: &parked };
             let mut ops_since_lock = usize::MAX / 2;
             let mut lock_events = 0;
             let mut ops = 0;
@@ -952,42 +1007,50 @@ mod tests {
     }
 
     #[test]
-    fn the_bucket_sends_a_full_batch_or_one_pushed_out_by_another_owner() {
+    fn buckets_send_full_batches_or_one_pushed_out_by_an_owner_of_the_same_place() {
         let class = SizeClass::ALL[3];
         let capacity = class.magazine_capacity();
-        let mut storage = std::vec![FakeObject { _words: [0; 2] }; capacity + 3];
+        let mut storage = std::vec![FakeObject { _words: [0; 2] }; 2 * capacity + 4];
         let mut objects = storage.iter_mut().map(|slot| NonNull::from(slot).cast::<u8>());
         let class_slot = ClassSlot::new(0);
         let depot = DepotSlot::new();
-        let mut cache = ClassCache { slot: &class_slot, depot: &depot };
-        for i in 0..capacity {
+        let parked = ParkedBuckets::new();
+        let mut cache = ClassCache { slot: &class_slot, depot: &depot, parked: &parked };
+        let mut free = |owner: usize| {
             // SAFETY: distinct fake objects, handed over.
-            let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 1) };
-            match outcome {
-                FreeOutcome::Cached => assert!(i + 1 < capacity),
-                FreeOutcome::Send { owner, batch } => {
-                    assert_eq!((i + 1, owner, batch.len()), (capacity, 1, capacity));
+            unsafe { cache.free_remote(class, objects.next().unwrap(), owner) }
+        };
+        // CPU 1's and CPU 2's objects interleaved: each fills its own
+        // bucket, and each bucket goes when full.
+        let mut sent = Vec::new();
+        for _ in 0..capacity {
+            for owner in [1, 2] {
+                match free(owner) {
+                    FreeOutcome::Cached => {}
+                    FreeOutcome::Send { owner, batch } => sent.push((owner, batch.len())),
+                    FreeOutcome::Flush(_) => panic!("a remote free never flushes"),
                 }
-                FreeOutcome::Flush(_) => panic!("a remote free never flushes"),
             }
         }
-        // SAFETY: as above.
-        let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 2) };
-        assert!(matches!(outcome, FreeOutcome::Cached), "an emptied bucket sends nothing");
-        // SAFETY: as above.
-        let outcome = unsafe { cache.free_remote(class, objects.next().unwrap(), 1) };
-        match outcome {
-            FreeOutcome::Send { owner, batch } => assert_eq!((owner, batch.len()), (2, 1)),
+        assert_eq!(sent, [(1, capacity), (2, capacity)], "full batches only");
+        // CPU 1 + BUCKETS_PER_CLASS has CPU 1's place: it pushes out the
+        // objects parked there.
+        assert!(matches!(free(1), FreeOutcome::Cached));
+        assert!(matches!(free(2), FreeOutcome::Cached), "CPU 1's bucket parked");
+        match free(1 + BUCKETS_PER_CLASS) {
+            FreeOutcome::Send { owner, batch } => assert_eq!((owner, batch.len()), (1, 1)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(cache.cached_objects(), 1);
+        assert_eq!(cache.cached_objects(), 2);
         assert_eq!(
             class_slot.cache_ops(),
             (0, 0),
             "bucket frees stay out of the fast path's word (the caller counts them)"
         );
-        let ([loaded, previous, bucket], [received, ..]) = cache.take_all();
-        assert_eq!((loaded.len(), previous.len(), bucket.len(), received.objects()), (0, 0, 1, 0));
+        let ([loaded, previous, active], parked, [received, ..]) = cache.take_all();
+        assert_eq!((loaded.len(), previous.len(), received.objects()), (0, 0, 0));
+        assert_eq!(active.len(), 1, "CPU 5's object");
+        assert_eq!(parked.each_ref().map(Magazine::len), [0, 0, 1, 0], "CPU 2's, parked");
         assert_eq!(cache.cached_objects(), 0);
     }
 
@@ -1004,8 +1067,8 @@ mod tests {
         let mut storage = std::vec![FakeObject { _words: [0; 2] }; 1280];
         let mut pool: Vec<NonNull<u8>> =
             storage.iter_mut().map(|slot| NonNull::from(slot).cast()).collect();
-        let (slot, depot) = (ClassSlot::new(0), DepotSlot::new());
-        let mut cache = ClassCache { slot: &slot, depot: &depot };
+        let (slot, depot, parked) = (ClassSlot::new(0), DepotSlot::new(), ParkedBuckets::new());
+        let mut cache = ClassCache { slot: &slot, depot: &depot, parked: &parked };
         let mut live = Vec::new();
         let mut refills = 0;
         for _ in 0..1024 {

@@ -372,7 +372,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         let mut central = self.lock_central(&masked);
         for class in SizeClass::ALL {
             let counters = &user.counters().classes[class.index()];
-            let (magazines, [mut received, mut depot, mut refused]) = user.cache(class).take_all();
+            let (magazines, buckets, [mut received, mut depot, mut refused]) =
+                user.cache(class).take_all();
             let mut inbox = Batches::new();
             let mut rows = inboxes.iter();
             let batches = core::iter::from_fn(|| {
@@ -389,7 +390,7 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
                     counters.refilled_objects.add(inbox.objects() as u64);
                 }
             });
-            for magazine in magazines.into_iter().chain(batches) {
+            for magazine in magazines.into_iter().chain(buckets).chain(batches) {
                 let objects = magazine.len() as u64;
                 // SAFETY: cached objects are free objects of `class` that
                 // came out of `refill_from_slabs` (ours) or were freed to

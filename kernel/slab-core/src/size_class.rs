@@ -26,6 +26,11 @@ pub const MIN_BATCH: usize = 16;
 /// Maximum magazine capacity (the small classes' 2 KiB worth is capped here).
 pub(crate) const MAX_MAGAZINE_CAPACITY: usize = 64;
 
+/// Buckets a CPU keeps per class for frees of other CPUs' objects, one per
+/// owner index modulo this (`cpu_cache`): with up to this many CPUs, frees
+/// of mixed owners all travel in full batches.
+pub(crate) const BUCKETS_PER_CLASS: usize = 4;
+
 /// Bytes of one size class an inbox holds at most, unless four magazines
 /// are more (`SizeClass::inbox_capacity`).
 pub const INBOX_BYTES: usize = 64 * 1024;
@@ -221,13 +226,14 @@ impl SizeClass {
     }
 
     /// The most bytes of this class one CPU caches: a loaded and a previous
-    /// magazine and a depot of its own objects, a bucket of another CPU's
-    /// objects and up to a transfer's worth of them less one object that
+    /// magazine and a depot of its own objects, a bucket of each of
+    /// [`BUCKETS_PER_CLASS`] other CPUs' objects and up to a transfer's
+    /// worth of them less one object that
     /// full inboxes refused (waiting for one lock acquisition), and its own
     /// objects other CPUs freed, taken from its inbox (at most a full
     /// inbox) or still in it (as much again).
     pub const fn max_cached_bytes_per_cpu(self) -> usize {
-        let magazines = 3 + self.depot_magazines() + self.transfer_magazines();
+        let magazines = 2 + BUCKETS_PER_CLASS + self.depot_magazines() + self.transfer_magazines();
         (magazines * self.magazine_capacity() + 2 * self.inbox_capacity()) * self.size()
     }
 
@@ -364,7 +370,10 @@ mod tests {
             assert!(
                 class.inbox_capacity() * class.size() <= INBOX_BYTES.max(4 * cap * class.size())
             );
-            assert!(class.max_cached_bytes_per_cpu() <= (4 * 16 + 2 * 64) * 4096, "{class:?}");
+            // The 4096-byte class's: two magazines, the buckets and one
+            // refused transfer of 16 objects, and two inboxes of 64.
+            let most = ((2 + BUCKETS_PER_CLASS + 1) * 16 + 2 * 64) * 4096;
+            assert!(class.max_cached_bytes_per_cpu() <= most, "{class:?}");
             let depot = class.depot_magazines();
             assert!(depot <= MAX_DEPOT_MAGAZINES && depot * cap * class.size() <= DEPOT_BYTES);
         }

@@ -157,6 +157,54 @@ fn objects_freed_on_another_cpu_go_to_their_owners_inbox_in_batches() {
     assert_ops_accounted(heap);
 }
 
+/// Frees of several owners' objects, interleaved, still travel in full
+/// batches: each owner has a bucket of its own at the freeing CPU.
+#[test]
+fn frees_of_mixed_owners_travel_in_full_batches() {
+    let test_heap = TestHeap::new(4 * MIB, 4, ReclaimStyle::SwitchCpus);
+    let heap = &test_heap.heap;
+    let start = heap.free_bytes();
+    let size = if cfg!(miri) { 128 } else { 64 };
+    let l = layout(size, 8);
+    let capacity = SizeClass::for_layout(l).unwrap().magazine_capacity();
+    let owners = [0, 1, 2];
+    let blocks: Vec<Vec<*mut u8>> = owners
+        .iter()
+        .map(|&cpu| {
+            set_cpu(cpu);
+            (0..capacity).map(|_| heap.alloc(l)).collect()
+        })
+        .collect();
+    let before = heap.stats();
+    set_cpu(3);
+    for i in 0..capacity {
+        for blocks in &blocks {
+            // SAFETY: allocated on its owner with `l`; freed once, on CPU 3.
+            unsafe { heap.dealloc(blocks[i], l) };
+        }
+    }
+    let stats = heap.stats();
+    let cpu3 = stats.per_cpu()[3];
+    assert_eq!(cpu3.cross_cpu_frees, (owners.len() * capacity) as u64);
+    assert_eq!(
+        (cpu3.cached_bytes, cpu3.lock.acquisitions),
+        (0, 0),
+        "CPU 3 sent every batch, without the lock"
+    );
+    for cpu in owners {
+        let (now, then) = (stats.per_cpu()[cpu], before.per_cpu()[cpu]);
+        assert_eq!(
+            now.cached_bytes - then.cached_bytes,
+            (capacity * size) as u64,
+            "CPU {cpu}: one full batch of its objects in its inbox"
+        );
+    }
+    assert_ops_accounted(heap);
+    heap.drain_all_cpus(4);
+    assert_eq!(heap.free_bytes(), start);
+    assert_ops_accounted(heap);
+}
+
 #[test]
 fn a_full_inbox_sends_batches_back_to_their_slabs_under_the_lock() {
     let test_heap = TestHeap::new(4 * MIB, 2, ReclaimStyle::SwitchCpus);
