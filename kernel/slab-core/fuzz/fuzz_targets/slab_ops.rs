@@ -28,8 +28,9 @@ use support::{HostPlatform, ReclaimStyle, TestSlabHeap, cpu, set_cpu};
 const HEAP_SIZES: [usize; 4] = [8 << 20, 40 << 10, 100 << 10, 300 << 10];
 /// The largest of them.
 const ARENA_BYTES: usize = 8 << 20;
-/// Most CPUs a run uses.
-const MAX_FUZZ_CPUS: usize = 4;
+/// Most CPUs a run uses: six, so that owners 0 and 4, and 1 and 5, share
+/// a place among a freeing CPU's parked buckets (`BUCKETS_PER_CLASS` is 4).
+const MAX_FUZZ_CPUS: usize = 6;
 /// Most blocks one `Alloc` or `Free` op handles (bursts fill and empty
 /// magazines, so refills and flushes come quickly).
 const MAX_BURST: usize = 48;
