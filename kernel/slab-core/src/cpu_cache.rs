@@ -93,9 +93,9 @@ const _: () = assert!(MAX_MAGAZINE_CAPACITY < SPARE_LEN as usize);
 pub(crate) enum FastFree {
     /// Freed into the loaded magazine.
     Done,
-    /// Nothing: the object is another CPU's, and the claim holds this
-    /// CPU's own slot.
-    Remote,
+    /// Nothing: the object is another CPU's (from this slab), and the
+    /// claim holds this CPU's own slot.
+    Remote(SlabRef),
     /// Nothing: the loaded magazine is full, or the claim holds the spare.
     Miss,
 }
@@ -738,34 +738,6 @@ impl<'h, P: Platform> Claim<'h, P> {
         Self { slot, word, platform, words }
     }
 
-    /// Hands the claim on as its word alone (the slot stays claimed): for a
-    /// call that [`Self::resume`]s it, so that the fast path passes one
-    /// register and keeps its own addressing.
-    #[inline(always)]
-    pub(crate) fn into_word(self) -> usize {
-        let word = self.word;
-        core::mem::forget(self);
-        word
-    }
-
-    /// The claim [`Self::into_word`] handed on as `word`.
-    ///
-    /// # Safety
-    /// `word` came from `into_word` of a claim on these `slots` and
-    /// `words` with this `platform`, on this CPU, and no other claim was
-    /// resumed from it.
-    #[inline(always)]
-    pub(crate) unsafe fn resume(
-        slots: &'h CpuSlots,
-        platform: &'h P,
-        words: &'h CpuWords,
-        word: usize,
-    ) -> Self {
-        // SAFETY: `word` was a claim's, the offset of one of the slots.
-        let slot = unsafe { &*slots.as_ptr().byte_add(word) };
-        Self { slot, word, platform, words }
-    }
-
     /// The fast path of an allocation: an object from the loaded magazine,
     /// counted; `None` when it is empty (always on the spare).
     #[inline(always)]
@@ -797,10 +769,11 @@ impl<'h, P: Platform> Claim<'h, P> {
         // SAFETY: the claim holds its own slot, so the heap is in slab mode
         // without checking, which carved the object from a slab of `class`
         // that is live while the object is outstanding (caller).
-        if unsafe { SlabRef::containing(object, class) }.owner_word() != self.word {
+        let slab = unsafe { SlabRef::containing(object, class) };
+        if slab.owner_word() != self.word {
             // Out of the cache hit's line of code (block placement only).
             core::hint::cold_path();
-            return FastFree::Remote;
+            return FastFree::Remote(slab);
         }
         // SAFETY: the claim is the slot's one user, and the object is one of
         // this CPU's of `class` (caller; its owner's word is ours).
@@ -808,25 +781,28 @@ impl<'h, P: Platform> Claim<'h, P> {
         FastFree::Done
     }
 
-    /// A remote free's common case, the body of `SlabHeap::free_remote`'s
-    /// leaf call: after [`Self::push_loaded_if_own`] said the object is
-    /// another CPU's,
-    /// pushes it onto the bucket if the bucket holds that CPU's objects and
-    /// stays short of full, counted. Returns whether it did; if not, it
-    /// changed nothing and the free goes on through
-    /// [`ClassCache::free_remote`].
+    /// A remote free's common case, inlined in `SlabHeap::dealloc_fast`:
+    /// after [`Self::push_loaded_if_own`] said the object is another CPU's
+    /// (of `slab`), pushes it onto the bucket if the bucket holds that
+    /// CPU's objects and stays short of full, counted. Returns whether it
+    /// did; if not, it changed nothing and the free goes on through
+    /// `SlabHeap::dealloc_slow` (to [`ClassCache::free_remote`]).
     ///
     /// # Safety
-    /// `push_loaded_if_own` returned `Remote` for `object` and `class` on
-    /// this claim (which holds the CPU's own slot, then).
+    /// `push_loaded_if_own` returned `Remote(slab)` for `object` and
+    /// `class` on this claim (which holds the CPU's own slot, then).
     #[inline(always)]
-    pub(crate) unsafe fn push_bucket_if_room(&self, class: SizeClass, object: NonNull<u8>) -> bool {
+    pub(crate) unsafe fn push_bucket_if_room(
+        &self,
+        class: SizeClass,
+        object: NonNull<u8>,
+        slab: SlabRef,
+    ) -> bool {
         // SAFETY: the claim holds its own slot (caller), so it is the slot's
         // one user and nothing else refers to the spares now.
         let bucket = unsafe { &mut (*self.slot.classes[class.index()].spares.get()).bucket };
         // The owner's index, as the bucket keeps it.
-        // SAFETY: a live object of `class` (caller), so its slab is live.
-        let owner = unsafe { SlabRef::containing(object, class) }.owner();
+        let owner = slab.owner();
         if bucket.owner != u32::from(owner) || bucket.len as usize + 1 >= class.magazine_capacity()
         {
             return false;

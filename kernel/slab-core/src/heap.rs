@@ -230,9 +230,8 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
     /// `dealloc`'s fast path alone: a common layout, this CPU's slot free
     /// to use, room in the loaded magazine, and the object one of this
     /// CPU's (into the loaded magazine) or another CPU's (into this CPU's
-    /// bucket for that owner, through a call that is not cold; the global
-    /// lock only if the owner's inbox is full). Returns whether it freed
-    /// the block; if not, it changed nothing and
+    /// bucket for that owner, if that leaves the bucket short of full).
+    /// Returns whether it freed the block; if not, it changed nothing and
     /// [`dealloc_slow`](Self::dealloc_slow) must free it.
     ///
     /// # Safety
@@ -254,58 +253,13 @@ impl<B: Backend, P: Platform> SlabHeap<B, P> {
         match unsafe { claim.push_loaded_if_own(class, object) } {
             FastFree::Done => true,
             FastFree::Miss => false,
+            // Another CPU's object: into this CPU's bucket for its owner,
+            // inline (docs/allocator.md, "Remote frees"). A free that would
+            // fill the bucket, or of another owner, changes nothing here
+            // and goes on through `dealloc_slow` once the claim is dropped.
             // SAFETY: as above; the claim holds this CPU's own slot.
-            FastFree::Remote => unsafe { self.free_remote(claim.into_word(), class, object) },
+            FastFree::Remote(slab) => unsafe { claim.push_bucket_if_room(class, object, slab) },
         }
-    }
-
-    /// A free of another CPU's object, off the fast path but not cold (the
-    /// `xfer` pattern makes every free one): into the bucket, in a leaf
-    /// call that saves no register but the frame pointer (docs/allocator.md,
-    /// "Remote frees"); a free that fills the bucket, or of another owner's
-    /// object, goes on out of line. Always frees the object (`true`).
-    ///
-    /// # Safety
-    /// `word` is a claim on this CPU's own slot handed on with
-    /// `Claim::into_word` after `Claim::push_loaded_if_own` returned
-    /// `Remote` for `object` and `class`; `object` is a live object of
-    /// `class` of another CPU, handed back now.
-    #[inline(never)]
-    unsafe fn free_remote(&self, word: usize, class: SizeClass, object: NonNull<u8>) -> bool {
-        // SAFETY: forwarded from the caller.
-        let claim = unsafe { Claim::resume(&self.cpus, &self.platform, &self.words, word) };
-        // SAFETY: `Remote` for this object and class on this claim (caller).
-        if unsafe { claim.push_bucket_if_room(class, object) } {
-            return true;
-        }
-        // SAFETY: as above.
-        unsafe { self.free_remote_filling(claim.into_word(), class, object) }
-    }
-
-    /// A free of another CPU's object that fills the bucket, or that is of
-    /// another owner than the bucket's: [`Self::free_remote`]'s rare case
-    /// (one in 32 frees of 64-byte objects in `xfer`).
-    ///
-    /// # Safety
-    /// As [`Self::free_remote`].
-    #[inline(never)]
-    unsafe fn free_remote_filling(
-        &self,
-        word: usize,
-        class: SizeClass,
-        object: NonNull<u8>,
-    ) -> bool {
-        // SAFETY: forwarded from the caller.
-        let claim = unsafe { Claim::resume(&self.cpus, &self.platform, &self.words, word) };
-        let Some(mut user) = claim.into_user() else {
-            unreachable!("a remote free on the spare slot");
-        };
-        // SAFETY: forwarded from the caller: the object is outstanding, so
-        // its slab is live.
-        let owner = usize::from(unsafe { SlabRef::containing(object, class) }.owner());
-        // SAFETY: forwarded from the caller.
-        unsafe { self.free_remote_cached(&mut user, class, object, owner) };
-        true
     }
 
     /// Resizes a block to `new_size` (same alignment), moving it if needed;

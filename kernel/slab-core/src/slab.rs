@@ -100,11 +100,15 @@ impl SlabRef {
     /// live.
     #[inline]
     pub(crate) unsafe fn containing(object: NonNull<u8>, class: SizeClass) -> SlabRef {
-        let offset = object.addr().get() & !class.slab_address_mask();
-        // SAFETY: slabs are aligned to their size, so stepping back by the
-        // offset within it lands on the slab's base, inside the same block;
-        // the caller promises that block is a live slab.
-        SlabRef(unsafe { object.byte_sub(offset) }.cast())
+        // One `and` with the mask from the table (stepping back by the
+        // offset within the slab took a `not` and a `sub` more, for a class
+        // known only at run time).
+        let base = object.as_ptr().map_addr(|addr| addr & class.slab_address_mask());
+        // SAFETY: slabs are aligned to their size, so masking the address
+        // lands on the slab's base, inside the same block (whose provenance
+        // `map_addr` keeps); the caller promises that block is a live slab,
+        // so the base is not null.
+        SlabRef(unsafe { NonNull::new_unchecked(base) }.cast())
     }
 
     /// The CPU owning the slab; reads only that field of the identity.
