@@ -3,6 +3,9 @@
 //! global lock, tested on the host. `docs/allocator.md` has the design.
 //! This file only declares the modules and what they export.
 #![no_std]
+// `ptr::mask`, for `SlabRef::containing` (the free path); the crate builds
+// with the project's pinned nightly, like the kernel.
+#![feature(ptr_mask)]
 
 #[cfg(any(test, feature = "host"))]
 extern crate std;

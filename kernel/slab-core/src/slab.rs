@@ -100,14 +100,17 @@ impl SlabRef {
     /// live.
     #[inline]
     pub(crate) unsafe fn containing(object: NonNull<u8>, class: SizeClass) -> SlabRef {
-        // One `and` with the mask from the table (stepping back by the
-        // offset within the slab took a `not` and a `sub` more, for a class
-        // known only at run time).
-        let base = object.as_ptr().map_addr(|addr| addr & class.slab_address_mask());
+        // `ptr::mask` (LLVM's `ptrmask`): one `and` with the mask from the
+        // table, and the base is one value the remote free reuses. Stepping
+        // back by the offset within the slab took a `not` and a `sub` more
+        // for a class known only at run time, and `map_addr` (the same
+        // step back, to LLVM) left the remote free recomputing the offset
+        // in three instructions (docs/allocator.md, "Remote frees").
+        let base = object.as_ptr().mask(class.slab_address_mask());
         // SAFETY: slabs are aligned to their size, so masking the address
         // lands on the slab's base, inside the same block (whose provenance
-        // `map_addr` keeps); the caller promises that block is a live slab,
-        // so the base is not null.
+        // `mask` keeps); the caller promises that block is a live slab, so
+        // the base is not null.
         SlabRef(unsafe { NonNull::new_unchecked(base) }.cast())
     }
 
