@@ -335,6 +335,12 @@ impl ClassCache<'_> {
         unsafe { &mut *self.depot.0.get() }
     }
 
+    /// CPU `owner`'s place in the row of parked buckets (shared with the
+    /// owners of the same index modulo [`BUCKETS_PER_CLASS`]).
+    fn parked_place(&mut self, owner: usize) -> &mut Bucket {
+        &mut self.parked()[owner % BUCKETS_PER_CLASS]
+    }
+
     fn parked(&mut self) -> &mut [Bucket; BUCKETS_PER_CLASS] {
         // SAFETY: as in `spares`.
         unsafe { &mut *self.parked.0.get() }
@@ -458,12 +464,11 @@ impl ClassCache<'_> {
         if self.spares().bucket.owner as usize != owner {
             let active = core::mem::replace(&mut self.spares().bucket, Bucket::new());
             if active.len != 0 {
-                let place = &mut self.parked()[active.owner as usize % BUCKETS_PER_CLASS];
+                let place = self.parked_place(active.owner as usize);
                 debug_assert_eq!(place.len, 0, "the active owner's place in the row is empty");
                 *place = active;
             }
-            let mut bucket =
-                core::mem::replace(&mut self.parked()[owner % BUCKETS_PER_CLASS], Bucket::new());
+            let mut bucket = core::mem::replace(self.parked_place(owner), Bucket::new());
             if bucket.owner as usize != owner {
                 if bucket.len != 0 {
                     // Another owner with the same place: its batch goes
